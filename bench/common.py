@@ -1,0 +1,51 @@
+"""Shared by the benchmarks: the environment record every result carries."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def environment() -> dict:
+    import av
+    import torch
+
+    from t2v_rt import __version__
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True,
+                                    cwd=Path(__file__).parent).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", False
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {
+        "device": gpu or f"CPU: {cpu}, {os.cpu_count()} logical cores",
+        "cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu,
+        "python": platform.python_version(), "torch": torch.__version__, "av": av.__version__,
+        "t2v_rt": __version__, "commit": commit + ("-dirty" if dirty else ""),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_result(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    kind = "gpu" if env["gpu"] else "cpu"
+    path = RESULTS / f"{name}-{kind}.json"
+    path.write_text(json.dumps({"benchmark": name, "environment": env, **payload}, indent=2) + "\n")
+    return path

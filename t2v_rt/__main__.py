@@ -1,0 +1,3 @@
+from t2v_rt.cli import entry
+
+entry()

@@ -1,0 +1,309 @@
+"""``t2v-rt``: stream, generate, train, doctor.
+
+Bad input gives one line on stderr and exit 2; stdout of ``stream`` carries video bytes only.
+Heavy imports (torch, PyAV) happen after the arguments are checked, so errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import signal
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+from t2v_rt import __version__
+from t2v_rt.errors import RuntimeUnavailable, UsageError
+
+PROG = "t2v-rt"
+MAX_FPS = 240
+MIN_SIZE, MAX_SIZE = 16, 2048
+DEFAULT_PROMPT_HELP = 'e.g. "a large red circle moving left and right slowly"'
+
+
+def log(msg: str) -> None:
+    print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the problem and where to look."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# --- argument types: each raises with a message that says what is allowed -----------------
+
+def _fps(text: str) -> Fraction:
+    try:
+        fps = Fraction(text).limit_denominator(1001)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"must be a number, got '{text}'") from None
+    if not 0 < fps <= MAX_FPS:
+        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_FPS}], got {text}")
+    return fps
+
+
+def _size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got '{text}'") from None
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {size}")
+    if size % 2:
+        raise argparse.ArgumentTypeError(
+            f"--size must be even (4:2:0 video), got {size}; try {size + 1}")
+    return size
+
+
+def _seconds(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got '{text}'") from None
+    if not s > 0 or s == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return s
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got '{text}'") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got '{text}'") from None
+    if not 0 <= seed < 2**63:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2^63), got {seed}")
+    return seed
+
+
+def _add_video_args(p: argparse.ArgumentParser, default_size: int = 256) -> None:
+    p.add_argument("prompt", help=f"what to show, {DEFAULT_PROMPT_HELP}")
+    p.add_argument("--fps", type=_fps, default=Fraction(30), help="frames per second (default 30)")
+    p.add_argument("--size", type=_size, default=default_size,
+                   help=f"output side in pixels, even (default {default_size}, "
+                        "upscaled from the model's 64)")
+    p.add_argument("--seed", type=_seed, default=0, help="per-video randomness (default 0)")
+    p.add_argument("--backend", default="auto", help="auto | torch (default auto)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="generator .safetensors (default: the bundled model)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Real-time text-to-video runtime.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("stream", help="stream a live video of PROMPT to stdout",
+                       description="Stream a live video of PROMPT to stdout, e.g. "
+                                   "'t2v-rt stream \"a red ball\" | ffplay -'.")
+    _add_video_args(p)
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument("--seconds", type=_seconds, help="stop after this many seconds of video")
+    stop.add_argument("--frames", type=_count, help="stop after this many frames")
+    p.add_argument("--no-realtime", dest="realtime", action="store_false",
+                   help="generate as fast as possible instead of at --fps")
+    p.add_argument("--format", default="mpegts", choices=("mpegts", "nut", "matroska", "y4m"),
+                   help="container on stdout (default mpegts; y4m: raw, no encoder)")
+
+    p = sub.add_parser("generate", help="write a video of PROMPT to a file")
+    _add_video_args(p)
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output file; the container follows the extension: .mp4 .mkv .ts .y4m")
+    p.add_argument("--seconds", type=_seconds, default=4.0, help="duration (default 4)")
+
+    p = sub.add_parser("train", help="train a generator (progress on stderr)")
+    p.add_argument("--steps", type=int, default=None, help="total steps (default 20000)")
+    p.add_argument("--batch-size", type=int, default=None, help="clips per step (default 16)")
+    p.add_argument("--run-dir", default=None, help="parent of numbered run folders (default runs)")
+    p.add_argument("--seed", type=_seed, default=None)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--config", type=Path, default=None, help="a config.json to start from")
+    p.add_argument("--resume", default=None, help="a run folder or checkpoint to continue")
+    p.add_argument("--dry-run", action="store_true", help="set up the run, print it, stop")
+
+    sub.add_parser("doctor", help="show versions, hardware and which accelerations are usable")
+    return parser
+
+
+# --- commands -------------------------------------------------------------------------------
+
+def _check_prompt(text: str):
+    from t2v_rt.text.grammar import parse_prompt
+
+    return parse_prompt(text)
+
+
+def cmd_stream(args) -> int:
+    _check_prompt(args.prompt)
+    if sys.stdout.isatty():
+        raise UsageError("stdout is a terminal; pipe the video to a player, e.g. "
+                         "'t2v-rt stream \"a red ball\" | ffplay -'")
+    from t2v_rt.backends import create_backend
+    from t2v_rt.encode import FdWriter, VideoSink
+    from t2v_rt.pipeline import StreamOptions, Video, run_stream
+
+    frames = args.frames
+    if args.seconds is not None:
+        frames = max(1, round(args.seconds * args.fps))
+    opts = StreamOptions(fps=args.fps, size=args.size, seed=args.seed, frames=frames,
+                         realtime=args.realtime)
+    backend = create_backend(args.backend, args.model, log=log)
+    video = Video(backend, args.prompt, args.seed)
+    out = FdWriter(sys.stdout.fileno())
+    log(f"streaming '{args.prompt}' | {backend.describe()} | {args.size}x{args.size} @ "
+        f"{float(args.fps):g} fps | {args.format} | "
+        f"{'forever (Ctrl-C to stop)' if frames is None else f'{frames} frames'}")
+    sink = VideoSink(out, args.format, args.fps, args.size)
+    n = 0
+    try:
+        n = run_stream(video, sink.write, opts)
+        sink.close()
+    except KeyboardInterrupt:
+        try:
+            sink.close()
+        except Exception:
+            pass
+        log("stopped")
+        return 0
+    log(f"done: {n} frames, {out.bytes_written} bytes")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    _check_prompt(args.prompt)
+    from t2v_rt.encode import EXTENSIONS
+
+    out: Path = args.output
+    fmt = EXTENSIONS.get(out.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"cannot tell the container from '{out.name}'; end the output name "
+                         f"with one of {', '.join(EXTENSIONS)}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise UsageError(f"output '{out}' is a directory; give a file name such as {out}/clip.mp4")
+    if not parent.is_dir():
+        raise UsageError(f"output folder '{parent}' does not exist; create it or choose another -o")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"output folder '{parent}' is not writable; choose another -o")
+    from t2v_rt.backends import create_backend
+    from t2v_rt.encode import VideoSink
+    from t2v_rt.model.io import atomic_write
+    from t2v_rt.pipeline import StreamOptions, Video, run_stream
+
+    frames = max(1, round(args.seconds * args.fps))
+    opts = StreamOptions(fps=args.fps, size=args.size, seed=args.seed, frames=frames,
+                         realtime=False)
+    backend = create_backend(args.backend, args.model, log=log)
+    video = Video(backend, args.prompt, args.seed)
+
+    def write(tmp: Path) -> None:
+        sink = VideoSink(tmp, fmt, args.fps, args.size)
+        try:
+            run_stream(video, sink.write, opts)
+        finally:
+            sink.close()
+
+    atomic_write(out, write)
+    log(f"wrote {out} ({frames} frames, {args.size}x{args.size} @ {float(args.fps):g} fps, "
+        f"{backend.describe()})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    import json
+
+    from t2v_rt.train import TrainConfig, train
+
+    cfg = TrainConfig()
+    if args.config:
+        try:
+            cfg = TrainConfig.from_dict(json.loads(args.config.read_text()))
+        except (OSError, ValueError, TypeError) as e:
+            raise UsageError(f"cannot read training config {args.config}: {e}") from None
+    for key in ("steps", "batch_size", "run_dir", "seed", "device"):
+        value = getattr(args, key)
+        if value is not None:
+            setattr(cfg, key, value)
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise UsageError("--steps and --batch-size must be at least 1")
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda but PyTorch sees no CUDA GPU; use --device cpu")
+    if args.resume and not Path(args.resume).exists():
+        raise UsageError(f"--resume {args.resume}: no such run folder or checkpoint")
+    try:
+        run = train(cfg, resume=args.resume, dry_run=args.dry_run)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    log(f"run folder: {run}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from t2v_rt.doctor import report
+
+    print(report())
+    return 0
+
+
+COMMANDS = {"stream": cmd_stream, "generate": cmd_generate, "train": cmd_train,
+            "doctor": cmd_doctor}
+
+
+def _stdout_gone() -> None:
+    """The reader went away: silence the rest of stdout so nothing more is reported."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+def _is_broken_pipe(exc: BaseException) -> bool:
+    if isinstance(exc, BrokenPipeError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.EPIPE, errno.ECONNRESET)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (UsageError, RuntimeUnavailable) as e:
+        log(f"error: {e}")
+        return e.exit_code
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    except BaseException as e:  # noqa: BLE001 - one line, never a traceback for the user
+        if _is_broken_pipe(e) or _is_broken_pipe(e.__cause__ or e.__context__ or e):
+            _stdout_gone()
+            return 0
+        if isinstance(e, SystemExit):
+            raise
+        if os.environ.get("T2V_RT_DEBUG"):
+            raise
+        log(f"internal error: {type(e).__name__}: {e} (set T2V_RT_DEBUG=1 for a traceback)")
+        return 1
+
+
+def entry() -> None:
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # EPIPE as an exception, handled above
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""``t2v-rt doctor``: what this machine has, and what ``auto`` would choose."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+
+
+def _version(module: str) -> str:
+    try:
+        mod = importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 - any import failure is a "no" with its reason
+        return f"not available ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''})"
+    return getattr(mod, "__version__", "installed")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _x264() -> str:
+    import av
+
+    try:
+        av.codec.Codec("libx264", "w")
+        return f"yes (PyAV {av.__version__}, libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))})"
+    except Exception as e:  # noqa: BLE001
+        return f"no ({e})"
+
+
+def _tensorrt() -> str:
+    for module, flavour in (("tensorrt", "TensorRT"), ("tensorrt_rtx", "TensorRT-RTX")):
+        try:
+            mod = importlib.import_module(module)
+            return f"{flavour} {mod.__version__}"
+        except Exception:  # noqa: BLE001
+            continue
+    return "none (install the 'rtx' extra for TensorRT-RTX, or NVIDIA's tensorrt)"
+
+
+def _triton(cuda: bool) -> str:
+    v = _version("triton")
+    if v.startswith("not available"):
+        return v
+    if cuda:
+        return f"{v} (usable on the GPU)"
+    interp = " (TRITON_INTERPRET=1 set: CPU interpreter)" if os.environ.get("TRITON_INTERPRET") else ""
+    return f"{v}, no GPU: kernels run only under TRITON_INTERPRET=1{interp}"
+
+
+def report() -> str:
+    import torch
+
+    from t2v_rt import __version__
+    from t2v_rt.backends import auto_choice
+    from t2v_rt.model.io import bundled_path
+
+    cuda = torch.cuda.is_available()
+    lines = [
+        f"t2v-rt      {__version__}",
+        f"python      {sys.version.split()[0]} ({platform.platform()})",
+        f"torch       {torch.__version__} (CUDA build: {torch.version.cuda or 'no'})",
+        f"cpu         {_cpu_name()}, {os.cpu_count()} logical cores, "
+        f"torch threads {torch.get_num_threads()}",
+    ]
+    if cuda:
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            lines.append(f"gpu {i}       {p.name}, compute capability {p.major}.{p.minor}, "
+                         f"{p.total_memory / 2**30:.0f} GiB")
+    else:
+        lines.append("gpu         none visible to PyTorch (CUDA unavailable)")
+    lines += [
+        "accelerations:",
+        f"  CUDA        {'yes' if cuda else 'no'}",
+        f"  TensorRT    {_tensorrt()}",
+        "  NVENC       no (the native encoder module is not built in this version)",
+        f"  Triton      {_triton(cuda)}",
+        f"  libx264     {_x264()}",
+        f"  ONNX Runtime {_version('onnxruntime')}",
+    ]
+    name, skipped = auto_choice()
+    lines.append(f"auto backend: {name}" + (f" (skipped: {'; '.join(skipped)})" if skipped else ""))
+    lines.append("auto encoder: libx264 through PyAV (y4m: raw)")
+    bp = bundled_path()
+    lines.append(f"bundled model: {bp} ({'present' if bp.is_file() else 'MISSING'})")
+    return "\n".join(lines)

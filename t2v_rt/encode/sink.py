@@ -1,0 +1,92 @@
+"""Encode uint8 RGB frames and mux them into a container on a file or a pipe (PyAV).
+
+H.264 with libx264 (ultrafast, zero-latency: no B-frames, no look-ahead, one packet out per
+frame in), or raw YUV 4:2:0 for Y4M. Every muxer flushes after each packet, so a frame
+reaches the reader as soon as it is encoded (Matroska: with the next frame, when its
+cluster closes).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO
+
+import av
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Container:
+    muxer: str
+    codec: str
+    options: dict[str, str] = field(default_factory=dict)
+    seekable_only: bool = False
+
+
+FORMATS: dict[str, Container] = {
+    "mpegts": Container("mpegts", "libx264", {"flush_packets": "1"}),
+    "nut": Container("nut", "libx264", {"flush_packets": "1"}),
+    "matroska": Container("matroska", "libx264",
+                          {"flush_packets": "1", "live": "1", "cluster_time_limit": "0"}),
+    "y4m": Container("yuv4mpegpipe", "rawvideo", {"flush_packets": "1"}),
+    "mp4": Container("mp4", "libx264", {"movflags": "+faststart"}, seekable_only=True),
+}
+STREAM_FORMATS = ("mpegts", "nut", "matroska", "y4m")
+EXTENSIONS = {".mp4": "mp4", ".mkv": "matroska", ".ts": "mpegts", ".y4m": "y4m"}
+
+
+class FdWriter:
+    """A minimal unbuffered writer on a file descriptor (stdout): PyAV calls ``write``."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.bytes_written = 0
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+            self.bytes_written += n
+        return len(data)
+
+
+class VideoSink:
+    """frames [N, H, W, 3] uint8 RGB -> encoded packets -> container on ``target``."""
+
+    def __init__(self, target: str | Path | BinaryIO | FdWriter, fmt: str, fps: Fraction,
+                 size: int, gop: int | None = None, crf: int = 23):
+        spec = FORMATS[fmt]
+        self.fmt = fmt
+        target = str(target) if isinstance(target, Path) else target
+        self.container = av.open(target, "w", format=spec.muxer, options=dict(spec.options))
+        self.stream = self.container.add_stream(spec.codec, rate=fps)
+        self.stream.width = self.stream.height = size
+        self.stream.pix_fmt = "yuv420p"
+        if spec.codec == "libx264":
+            self.stream.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": str(crf),
+                                   "g": str(gop or max(1, round(2 * float(fps))))}
+        self.stream.codec_context.time_base = Fraction(1) / fps
+        self.index = 0
+        self.closed = False
+
+    def write(self, frames: np.ndarray) -> None:
+        for rgb in frames:
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = self.index
+            self.index += 1
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        finally:
+            self.container.close()

@@ -1,0 +1,15 @@
+"""One exception type for user-facing errors; the CLI turns it into one line on stderr."""
+
+from __future__ import annotations
+
+
+class UsageError(Exception):
+    """Bad input from the user: the message names the problem and the fix. Exit code 2."""
+
+    exit_code = 2
+
+
+class RuntimeUnavailable(Exception):
+    """A requested component (backend, encoder) cannot run on this machine. Exit code 2."""
+
+    exit_code = 2

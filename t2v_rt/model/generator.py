@@ -1,0 +1,137 @@
+"""The generator: frame = G(text, per-video latent z, time t), continuous in t.
+
+    tokens -> TextEncoder -> e            (once per prompt)
+    (e, z) -> mapping     -> w            (once per video)
+    (w, t) -> synthesis   -> frame        (per frame, constant cost, any t, any batch)
+
+Time enters only through sinusoids ``a cos(2 pi k t / T) + b sin(2 pi k t / T)`` whose
+amplitudes (a, b), i.e. phase, come from ``w``; ``T`` is the world's base period, and ``t``
+is reduced modulo ``T`` in float64 first, so a frame at t = 600 s is computed as exactly as
+one at t = 0. The body is a stack of :class:`UpConvAct` blocks (nearest x2 upsample -> 3x3
+conv -> per-sample scale/shift -> leaky ReLU), each one module so a fused kernel can
+replace it; there is no normalisation layer to fold.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from t2v_rt.model.config import ModelConfig
+from t2v_rt.text.grammar import MAX_TOKENS, VOCAB
+from t2v_rt.world.spec import BASE_PERIOD
+
+
+def _mlp(dims: list[int], slope: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(dims) - 1):
+        layers.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < len(dims) - 2:
+            layers.append(nn.LeakyReLU(slope))
+    return nn.Sequential(*layers)
+
+
+class TextEncoder(nn.Module):
+    """Token ids ``[B, L]`` (0 = padding) -> prompt embedding ``[B, out_dim]``."""
+
+    def __init__(self, dim: int, layers: int, out_dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(len(VOCAB), dim, padding_idx=0)
+        self.pos = nn.Parameter(torch.randn(MAX_TOKENS, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(dim, nhead=4, dim_feedforward=2 * dim, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out = nn.Linear(dim, out_dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        pad = tokens == 0
+        x = self.embed(tokens) + self.pos[: tokens.shape[1]]
+        x = self.encoder(x, src_key_padding_mask=pad)
+        keep = (~pad).unsqueeze(-1).to(x.dtype)
+        return self.out((x * keep).sum(1) / keep.sum(1).clamp(min=1))
+
+
+class UpConvAct(nn.Module):
+    """Nearest x2 upsample -> 3x3 conv -> per-sample scale/shift -> leaky ReLU.
+
+    x: [N, C, H, W], scale/shift: [N, K] -> [N, K, 2H, 2W].
+    """
+
+    def __init__(self, cin: int, cout: int, slope: float):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+        self.slope = slope
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        x = self.conv(x)
+        x = x * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        return F.leaky_relu(x, self.slope)
+
+
+def time_features(t: torch.Tensor, harmonics: int) -> torch.Tensor:
+    """[N] seconds (any float dtype) -> [N, 2 * harmonics] cos/sin of 2 pi k t / BASE_PERIOD."""
+    t = torch.remainder(t.to(torch.float64), BASE_PERIOD)
+    k = torch.arange(1, harmonics + 1, dtype=torch.float64, device=t.device)
+    w = 2 * math.pi * t[:, None] * k[None, :] / BASE_PERIOD
+    return torch.cat([torch.cos(w), torch.sin(w)], dim=1).to(torch.float32)
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        s, m, h = cfg.style_dim, cfg.motion_channels, cfg.harmonics
+        self.text = TextEncoder(cfg.text_dim, cfg.text_layers, s)
+        self.mapping = _mlp([s + cfg.latent_dim, s, s, s], cfg.leaky_slope)
+        # Per motion channel and harmonic: amplitudes of cos and sin (a learned phase).
+        self.motion = nn.Linear(s, m * h * 2)
+        self.frame_mlp = _mlp([s + m, s, s], cfg.leaky_slope)
+        c0 = cfg.channels[0]
+        self.stem = nn.Linear(s, c0 * cfg.base_size**2)
+        self.blocks = nn.ModuleList(
+            UpConvAct(cfg.channels[i], cfg.channels[i + 1], cfg.leaky_slope)
+            for i in range(len(cfg.channels) - 1)
+        )
+        self.modulation = nn.Linear(s, 2 * sum(cfg.channels[1:]))
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+        self.to_rgb = nn.Conv2d(cfg.channels[-1], 3, 3, padding=1)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B, L] token ids -> [B, style_dim]."""
+        return self.text(tokens)
+
+    def style(self, text: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Per-video style ``w``: [B, style_dim] x [B, latent_dim] -> [B, style_dim]."""
+        return self.mapping(torch.cat([text, z], dim=1))
+
+    def synthesize(self, w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Frames at times ``t``: w [N, style_dim], t [N] seconds -> [N, 3, R, R] in [-1, 1]."""
+        cfg = self.cfg
+        n = w.shape[0]
+        amp = self.motion(w).view(n, cfg.motion_channels, 2 * cfg.harmonics)
+        basis = time_features(t, cfg.harmonics).to(w.dtype)            # [N, 2H]
+        motion = (amp * basis[:, None, :]).sum(-1)                      # [N, M]
+        h = F.leaky_relu(self.frame_mlp(torch.cat([w, motion], dim=1)), cfg.leaky_slope)
+        x = F.leaky_relu(self.stem(h), cfg.leaky_slope)
+        x = x.view(n, cfg.channels[0], cfg.base_size, cfg.base_size)
+        mod = self.modulation(h)
+        offset = 0
+        for block, cout in zip(self.blocks, cfg.channels[1:]):
+            scale = mod[:, offset : offset + cout]
+            shift = mod[:, offset + cout : offset + 2 * cout]
+            offset += 2 * cout
+            x = block(x, scale, shift)
+        return torch.tanh(self.to_rgb(x))
+
+    def forward(self, tokens: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """tokens [B, L], z [B, Z], t [B, T] -> frames [B, T, 3, R, R]."""
+        b, nt = t.shape
+        w = self.style(self.encode_text(tokens), z)
+        w = w.repeat_interleave(nt, dim=0)
+        frames = self.synthesize(w, t.reshape(-1))
+        return frames.view(b, nt, *frames.shape[1:])

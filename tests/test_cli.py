@@ -1,0 +1,165 @@
+"""The command line end to end: stream/generate outputs decode; bad input exits 2 cleanly."""
+
+import os
+import subprocess
+import sys
+import time
+from fractions import Fraction
+
+import av
+import pytest
+
+CMD = [sys.executable, "-m", "t2v_rt"]
+PROMPT = "a large red circle moving left and right slowly"
+
+
+def run(*args, timeout=120, **kw):
+    return subprocess.run([*CMD, *args], capture_output=True, timeout=timeout, **kw)
+
+
+def decode(data_or_path, fmt=None):
+    import io
+
+    src = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else str(data_or_path)
+    with av.open(src, format=fmt) as c:
+        stream = c.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        return frames, stream.average_rate or stream.guessed_rate
+
+
+def assert_one_clean_line(proc, needle):
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1, err
+    assert needle in lines[0], err
+    assert proc.stdout == b""
+
+
+@pytest.mark.parametrize("fmt", ["mpegts", "nut", "matroska", "y4m"])
+def test_stream_decodes_to_requested_frames_size_and_fps(fmt):
+    proc = run("stream", PROMPT, "--frames", "12", "--size", "96", "--fps", "24",
+               "--no-realtime", "--format", fmt)
+    assert proc.returncode == 0, proc.stderr.decode()
+    frames, rate = decode(proc.stdout, {"y4m": "yuv4mpegpipe"}.get(fmt, fmt))
+    assert len(frames) == 12
+    assert frames[0].shape == (96, 96, 3)
+    assert Fraction(rate) == 24
+    assert frames[0].std() > 0
+
+
+def test_stream_seconds_and_realtime_pacing():
+    start = time.monotonic()
+    proc = run("stream", "a blue square", "--seconds", "1", "--fps", "10", "--size", "64")
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr.decode()
+    frames, rate = decode(proc.stdout, "mpegts")
+    assert len(frames) == 10 and Fraction(rate) == 10
+    assert elapsed >= 0.9  # paced: 10 frames at 10 fps span 0.9 s after the first
+
+
+def test_stream_stdout_is_video_only_and_logs_go_to_stderr():
+    proc = run("stream", PROMPT, "--frames", "3", "--no-realtime", "--size", "64")
+    assert proc.stdout[:1] == b"\x47"  # MPEG-TS sync byte: nothing else came first
+    assert b"streaming" in proc.stderr
+
+
+def test_reader_going_away_exits_zero_quietly():
+    p = subprocess.Popen([*CMD, "stream", PROMPT, "--size", "64"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    first = p.stdout.read(1000)
+    p.stdout.close()  # like `| head -c 1000`
+    rc = p.wait(timeout=60)
+    err = p.stderr.read().decode()
+    assert len(first) == 1000
+    assert rc == 0, err
+    assert "Traceback" not in err and "rror" not in err
+
+
+def test_ctrl_c_ends_the_stream_cleanly():
+    import signal
+
+    p = subprocess.Popen([*CMD, "stream", PROMPT, "--size", "64"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.read(2000)  # streaming has started
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err.decode()
+    assert "Traceback" not in err.decode()
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv", ".ts", ".y4m"])
+def test_generate_writes_each_container(tmp_path, ext):
+    out = tmp_path / f"clip{ext}"
+    proc = run("generate", "a green triangle circling", "-o", str(out), "--seconds", "0.5",
+               "--fps", "12", "--size", "64")
+    assert proc.returncode == 0, proc.stderr.decode()
+    frames, rate = decode(out, "yuv4mpegpipe" if ext == ".y4m" else None)
+    assert len(frames) == 6 and frames[0].shape == (64, 64, 3) and Fraction(rate) == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temporary left
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["stream", ""], "empty prompt"),
+    (["stream", "a blu ball"], "did you mean 'blue'"),
+    (["stream", "a red blue circle"], "conflicts with 'red'"),
+    (["stream", PROMPT, "--fps", "0"], "--fps"),
+    (["stream", PROMPT, "--fps", "-3"], "--fps"),
+    (["stream", PROMPT, "--fps", "100000"], "--fps"),
+    (["stream", PROMPT, "--fps", "abc"], "must be a number"),
+    (["stream", PROMPT, "--size", "255"], "must be even"),
+    (["stream", PROMPT, "--size", "100000"], "between 16 and 2048"),
+    (["stream", PROMPT, "--size", "8"], "between 16 and 2048"),
+    (["stream", PROMPT, "--seconds", "-1"], "positive"),
+    (["stream", PROMPT, "--frames", "0"], "at least 1"),
+    (["stream", PROMPT, "--frames", "3", "--seconds", "1"], "not allowed with"),
+    (["stream", PROMPT, "--format", "avi"], "invalid choice"),
+    (["stream", PROMPT, "--backend", "magic"], "unknown backend 'magic'"),
+    (["stream", PROMPT, "--model", "/nonexistent/g.safetensors"], "model weights not found"),
+    (["generate", PROMPT, "-o", "clip.avi"], "cannot tell the container"),
+    (["generate", PROMPT, "-o", "/nonexistent-dir/clip.mp4"], "does not exist"),
+    (["generate", PROMPT, "-o", "/proc/clip.mp4"], "not writable"),
+    (["generate", PROMPT, "-o", "x.mp4", "--seconds", "-2"], "positive"),
+    (["frobnicate"], "invalid choice"),
+    (["train", "--resume", "/nonexistent/run"], "no such run folder"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):
+    proc = run(*args, cwd=tmp_path)
+    assert_one_clean_line(proc, needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_generate_leaves_nothing(tmp_path):
+    out = tmp_path / "clip.mp4"
+    proc = run("generate", PROMPT, "-o", str(out), "--model", str(tmp_path / "missing.safetensors"))
+    assert proc.returncode == 2 and not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_stream_refuses_a_terminal():
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run([*CMD, "stream", PROMPT], stdout=slave, stderr=subprocess.PIPE,
+                              timeout=60)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert proc.returncode == 2 and b"pipe the video to a player" in proc.stderr
+
+
+def test_doctor():
+    proc = run("doctor")
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = proc.stdout.decode()
+    for needle in ("torch", "CUDA", "TensorRT", "NVENC", "Triton", "libx264", "auto backend: torch",
+                   "bundled model"):
+        assert needle in out
+    assert "MISSING" not in out
+
+
+def test_train_dry_run(tmp_path):
+    proc = run("train", "--dry-run", "--run-dir", str(tmp_path), "--steps", "5")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (tmp_path / "00000-shapes" / "config.json").is_file()
