@@ -136,6 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="a run folder or checkpoint to continue")
     p.add_argument("--dry-run", action="store_true", help="set up the run, print it, stop")
 
+    p = sub.add_parser("eval", help="score a generator against the shapes-world contract",
+                       description="Generate videos for canonical prompts (seen and held-out "
+                                   "colour-shape pairs), recover every attribute from the "
+                                   "pixels, and print per-attribute accuracy.")
+    p.add_argument("--samples", type=_count, default=200, help="prompt x seed samples (default 200)")
+    p.add_argument("--seed", type=_seed, default=0, help="draws the prompts and seeds (default 0)")
+    p.add_argument("--fps", type=_fps, default=Fraction(15), help="frame rate (default 15)")
+    p.add_argument("--seconds", type=_seconds, default=2.0, help="clip length (default 2)")
+    p.add_argument("--backend", default="auto", help="auto | torch (default auto)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="generator .safetensors (default: the bundled model)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+
     sub.add_parser("doctor", help="show versions, hardware and which accelerations are usable")
     return parser
 
@@ -256,6 +269,25 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from t2v_rt.backends import create_backend
+    from t2v_rt.eval.run import canonical_samples, evaluate, format_table, to_json
+    from t2v_rt.model.io import atomic_write
+
+    if args.json is not None and not args.json.parent.is_dir():
+        raise UsageError(f"folder of --json '{args.json.parent}' does not exist")
+    backend = create_backend(args.backend, args.model, log=log)
+    log(f"evaluating {backend.describe()} on {args.samples} canonical prompt x seed samples, "
+        f"{args.seconds:g} s at {float(args.fps):g} fps")
+    result = evaluate(backend, canonical_samples(args.samples, args.seed), float(args.fps),
+                      args.seconds)
+    result["model"] = str(args.model or "bundled")
+    print(format_table(result))
+    if args.json is not None:
+        atomic_write(args.json, lambda tmp: tmp.write_text(to_json(result) + "\n"))
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from t2v_rt.doctor import report
 
@@ -264,7 +296,7 @@ def cmd_doctor(args) -> int:
 
 
 COMMANDS = {"stream": cmd_stream, "generate": cmd_generate, "train": cmd_train,
-            "doctor": cmd_doctor}
+            "eval": cmd_eval, "doctor": cmd_doctor}
 
 
 def _stdout_gone() -> None:

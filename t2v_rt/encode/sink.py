@@ -55,16 +55,19 @@ class FdWriter:
 
 
 class VideoSink:
-    """frames [N, H, W, 3] uint8 RGB -> encoded packets -> container on ``target``."""
+    """frames [N, H, W, 3] uint8 RGB -> encoded packets -> container on ``target``.
+
+    ``size``: the side of square frames, or (width, height).
+    """
 
     def __init__(self, target: str | Path | BinaryIO | FdWriter, fmt: str, fps: Fraction,
-                 size: int, gop: int | None = None, crf: int = 23):
+                 size: int | tuple[int, int], gop: int | None = None, crf: int = 23):
         spec = FORMATS[fmt]
         self.fmt = fmt
         target = str(target) if isinstance(target, Path) else target
         self.container = av.open(target, "w", format=spec.muxer, options=dict(spec.options))
         self.stream = self.container.add_stream(spec.codec, rate=fps)
-        self.stream.width = self.stream.height = size
+        self.stream.width, self.stream.height = (size, size) if isinstance(size, int) else size
         self.stream.pix_fmt = "yuv420p"
         if spec.codec == "libx264":
             self.stream.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": str(crf),

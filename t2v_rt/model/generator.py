@@ -54,20 +54,37 @@ class TextEncoder(nn.Module):
         return self.out((x * keep).sum(1) / keep.sum(1).clamp(min=1))
 
 
+def coordinate_grid(size: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """[1, 2, size, size]: x and y of each pixel centre, in [-1, 1]."""
+    c = (torch.arange(size, device=device, dtype=dtype) + 0.5) / size * 2 - 1
+    return torch.stack([c.view(1, -1).expand(size, size), c.view(-1, 1).expand(size, size)])[None]
+
+
 class UpConvAct(nn.Module):
-    """Nearest x2 upsample -> 3x3 conv -> per-sample scale/shift -> leaky ReLU.
+    """Nearest x2 upsample -> 3x3 conv (+ a positional bias) -> per-sample scale/shift -> leaky ReLU.
 
     x: [N, C, H, W], scale/shift: [N, K] -> [N, K, 2H, 2W].
+
+    The positional bias is a 3x3 conv of the pixel coordinates (CoordConv, Liu et al. 2018):
+    with it, drawing a shape at a position is a per-sample shift of coordinate ramps, which
+    plain convolutions learn very slowly. The coordinates are constant, so at inference the
+    bias is one constant [K, 2H, 2W] tensor added in the epilogue.
     """
 
     def __init__(self, cin: int, cout: int, slope: float):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+        self.coord = nn.Conv2d(2, cout, 3, padding=1, bias=False)
         self.slope = slope
+
+    def positional_bias(self, size: int) -> torch.Tensor:
+        """[1, K, size, size]: the coordinate conv's constant output at this resolution."""
+        w = self.coord.weight
+        return self.coord(coordinate_grid(size, w.device, w.dtype))
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        x = self.conv(x)
+        x = self.conv(x) + self.positional_bias(x.shape[-1])
         x = x * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
         return F.leaky_relu(x, self.slope)
 

@@ -4,8 +4,8 @@ Losses of the generator, per clip of ``frames_per_clip`` frames at random times:
 - adversarial, against a text-aware frame discriminator and a text-aware video discriminator
   (non-saturating, R1 on real data, mismatched captions as negatives);
 - reconstruction: the per-video latent ``z`` also drives the contract renderer (see
-  ``world.scene``), so each generated clip has a paired rendered clip; an L1 loss, weighted
-  up on the shape's pixels, pulls it there. This is what makes a CPU-trainable model follow
+  ``world.scene``), so each generated clip has a paired rendered clip; a squared-error loss,
+  weighted up on the shape's pixels, pulls it there. This is what makes a CPU-trainable model follow
   every word of the prompt; the adversarial terms keep frames sharp and motion plausible.
 """
 
@@ -46,7 +46,7 @@ class TrainConfig:
     lr_g: float = 5e-4
     lr_d: float = 5e-4
     rec_weight: float = 1.0
-    shape_weight: float = 9.0      # extra L1 weight on the shape's pixels
+    shape_weight: float = 9.0      # extra reconstruction weight on the shape's pixels
     adv_weight: float = 0.05
     adv_start: int = 2500          # adversarial terms join here, ramped in over adv_ramp steps
     adv_ramp: int = 500
@@ -196,7 +196,10 @@ def train(cfg: TrainConfig, resume: str | None = None, dry_run: bool = False) ->
             adv = torch.zeros((), device=device)
             if adv_w > 0:
                 adv = g_loss(FD(fake.flatten(0, 1), rep(tokens))) + g_loss(VD(fake, times, tokens))
-        rec = ((fake.float() - real).abs() * (1 + cfg.shape_weight * cov)).mean()
+        # Squared error: its optimum for an uncertain position is a blurred blob (the mean),
+        # which sharpens as the position is learnt. (L1's optimum, the median, is plain
+        # background: with it the model sat on a plateau for the first few hundred steps.)
+        rec = ((fake.float() - real).square() * (1 + cfg.shape_weight * cov)).mean()
         loss_g = cfg.rec_weight * rec + adv_w * adv
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import torch
 
-from t2v_rt.encode.writer import write_video
+from t2v_rt.encode.sink import VideoSink
 from t2v_rt.text.grammar import encode_tokens, parse_prompt
 from t2v_rt.world.scene import latent_from_seed
 
@@ -33,4 +34,8 @@ def write_samples(g, path: Path, device: torch.device, seconds: float = 2.0, fps
     grid2 = torch.cat([frames[n // 2 :].unbind(0)[i] for i in range(n - n // 2)], dim=-1)
     video = torch.cat([grid, grid2], dim=-2)                             # [T, 3, 2R, 4R]
     video = ((video.clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu()
-    write_video(path, video, fps)
+    sink = VideoSink(path, "mp4", Fraction(fps), (video.shape[2], video.shape[1]))
+    try:
+        sink.write(video.numpy())
+    finally:
+        sink.close()
