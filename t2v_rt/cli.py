@@ -182,19 +182,28 @@ def cmd_stream(args) -> int:
         f"{float(args.fps):g} fps | {args.format} | "
         f"{'forever (Ctrl-C to stop)' if frames is None else f'{frames} frames'}")
     sink = VideoSink(out, args.format, args.fps, args.size)
-    n = 0
+    _StopRequest.streaming = True
     try:
-        n = run_stream(video, sink.write, opts)
-        sink.close()
-    except KeyboardInterrupt:
-        try:
-            sink.close()
-        except Exception:
-            pass
-        log("stopped")
-        return 0
-    log(f"done: {n} frames, {out.bytes_written} bytes")
+        n = run_stream(video, sink.write, opts, stop=lambda: _StopRequest.requested)
+    finally:
+        _StopRequest.streaming = False
+    sink.close()
+    log(f"{'stopped' if _StopRequest.requested else 'done'}: {n} frames, "
+        f"{out.bytes_written} bytes")
     return 0
+
+
+def _check_writable(folder: Path) -> None:
+    """Create and remove a file in ``folder``: the only test that holds for root and odd file systems."""
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".t2v-rt-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"output folder '{folder}' is not writable ({e.strerror}); "
+                         "choose another -o") from None
 
 
 def cmd_generate(args) -> int:
@@ -211,8 +220,7 @@ def cmd_generate(args) -> int:
         raise UsageError(f"output '{out}' is a directory; give a file name such as {out}/clip.mp4")
     if not parent.is_dir():
         raise UsageError(f"output folder '{parent}' does not exist; create it or choose another -o")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"output folder '{parent}' is not writable; choose another -o")
+    _check_writable(parent)
     from t2v_rt.backends import create_backend
     from t2v_rt.encode import VideoSink
     from t2v_rt.model.io import atomic_write
@@ -336,6 +344,29 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+class _StopRequest:
+    """Ctrl-C / SIGTERM while streaming: ask the frame loop to stop after the current frame.
+
+    A flag, not an exception: an exception raised inside PyAV's write callback can be lost
+    in the C muxer, and the stream would carry on. A second signal, or one outside a stream,
+    interrupts at once.
+    """
+
+    streaming = False
+    requested = False
+
+    @classmethod
+    def handler(cls, signum, frame):
+        if cls.streaming and not cls.requested:
+            cls.requested = True
+            return
+        raise KeyboardInterrupt
+
+
 def entry() -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # EPIPE as an exception, handled above
+    # Ctrl-C and `kill` end a stream cleanly (the container's end is written), also when
+    # the parent started us with SIGINT ignored, as shells do for background jobs.
+    signal.signal(signal.SIGINT, _StopRequest.handler)
+    signal.signal(signal.SIGTERM, _StopRequest.handler)
     sys.exit(main())

@@ -64,11 +64,13 @@ def batches(total: int | None, first: int, rest: int) -> Iterator[tuple[int, int
 
 
 def run_stream(video: Video, write: Callable[[np.ndarray], None], opts: StreamOptions,
-               on_first: Callable[[], None] | None = None) -> int:
+               on_first: Callable[[], None] | None = None,
+               stop: Callable[[], bool] | None = None) -> int:
     """Generate and hand frames to ``write``; returns the number of frames written.
 
     The first frame is generated alone and written at once; then frames come in batches. In
-    real time, frame k is written no earlier than k / fps after the first.
+    real time, frame k is written no earlier than k / fps after the first. ``stop`` is
+    polled before each frame; when it returns True the loop ends.
     """
     period = float(1 / opts.fps)
     t0 = None
@@ -78,6 +80,8 @@ def run_stream(video: Video, write: Callable[[np.ndarray], None], opts: StreamOp
     for start, n in batches(opts.frames, 1, rest):
         frames = to_display(video.frames_at(frame_times(start, n, opts.fps)), opts.size)
         for k in range(n):
+            if stop is not None and stop():
+                return written
             if opts.realtime and t0 is not None:
                 delay = t0 + (start + k) * period - time.monotonic()
                 if delay > 0:
