@@ -4,12 +4,21 @@
     (e, z) -> mapping     -> w            (once per video)
     (w, t) -> synthesis   -> frame        (per frame, constant cost, any t, any batch)
 
-Time enters only through sinusoids ``a cos(2 pi k t / T) + b sin(2 pi k t / T)`` whose
-amplitudes (a, b), i.e. phase, come from ``w``; ``T`` is the world's base period, and ``t``
-is reduced modulo ``T`` in float64 first, so a frame at t = 600 s is computed as exactly as
-one at t = 0. The body is a stack of :class:`UpConvAct` blocks (nearest x2 upsample -> 3x3
-conv -> per-sample scale/shift -> leaky ReLU), each one module so a fused kernel can
-replace it; there is no normalisation layer to fold.
+Time enters only through sinusoids of 2 pi k t / T (T = 2 s, the world's base period, of
+which every motion period is a divisor), reduced modulo T in float64 first, so a frame at
+t = 600 s is computed as exactly as one at t = 0. The sinusoids are rotated by the video's
+phase, read from the latent as in ``world.scene`` (p = atan2(z1, z0)), and mixed with
+amplitudes from ``w`` into motion features: a position such as 0.5 + 0.3 sin(2 pi t / P + p)
+is then a linear read-out that the text selects (which axis, which period).
+
+From the motion features and ``w``, a small MLP makes the frame code ``h``; ``h`` gives a 4 x 4
+stem, per-block scale/shift (FiLM) and a 2-D pose. The body is a stack of :class:`UpConvAct`
+blocks (nearest x2 upsample -> 3x3 conv -> positional bias -> scale/shift -> leaky ReLU), each
+one module so a fused kernel can replace it. The positional bias is a conv of the pixel
+coordinates relative to the pose, so drawing the shape at a place is a translation of
+coordinates rather than something convolutions have to discover. There is no normalisation
+layer to fold; at inference, the positional bias is a constant map and the pose term a
+per-sample shift, both epilogue adds.
 """
 
 from __future__ import annotations
@@ -65,10 +74,11 @@ class UpConvAct(nn.Module):
 
     x: [N, C, H, W], scale/shift: [N, K] -> [N, K, 2H, 2W].
 
-    The positional bias is a 3x3 conv of the pixel coordinates (CoordConv, Liu et al. 2018):
-    with it, drawing a shape at a position is a per-sample shift of coordinate ramps, which
-    plain convolutions learn very slowly. The coordinates are constant, so at inference the
-    bias is one constant [K, 2H, 2W] tensor added in the epilogue.
+    The positional bias is a 3x3 conv of the pixel coordinates relative to the frame's pose
+    (CoordConv, Liu et al. 2018): a constant [K, 2H, 2W] map for the coordinates, plus a
+    per-sample, per-channel shift for the pose (the conv is linear), which the caller adds to
+    ``shift``. Drawing a shape at a position is then translating coordinates, not something
+    plain convolutions must discover (they learn it very slowly).
     """
 
     def __init__(self, cin: int, cout: int, slope: float):
@@ -81,6 +91,10 @@ class UpConvAct(nn.Module):
         """[1, K, size, size]: the coordinate conv's constant output at this resolution."""
         w = self.coord.weight
         return self.coord(coordinate_grid(size, w.device, w.dtype))
+
+    def pose_shift(self, pose: torch.Tensor) -> torch.Tensor:
+        """[N, 2] pose -> [N, K]: moving the coordinates by ``pose`` shifts each channel."""
+        return -pose @ self.coord.weight.sum((2, 3)).t()
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
@@ -95,6 +109,22 @@ def time_features(t: torch.Tensor, harmonics: int) -> torch.Tensor:
     k = torch.arange(1, harmonics + 1, dtype=torch.float64, device=t.device)
     w = 2 * math.pi * t[:, None] * k[None, :] / BASE_PERIOD
     return torch.cat([torch.cos(w), torch.sin(w)], dim=1).to(torch.float32)
+
+
+def rotate(basis: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """cos/sin(a_k) [N, 2H] and (cos p, sin p) [N, 2] -> cos/sin(a_k + p) [N, 2H]."""
+    h = basis.shape[1] // 2
+    c, s = basis[:, :h], basis[:, h:]
+    cp, sp = phase[:, :1], phase[:, 1:]
+    return torch.cat([c * cp - s * sp, s * cp + c * sp], dim=1)
+
+
+def latent_phase(z: torch.Tensor) -> torch.Tensor:
+    """[B, Z] -> [B, 2]: the unit vector (cos p, sin p) of the video's phase p = atan2(z1, z0).
+
+    The same convention as ``world.scene``: the latent's first two entries set the phase.
+    """
+    return F.normalize(z[:, :2], dim=1, eps=1e-6)
 
 
 class Generator(nn.Module):
@@ -116,6 +146,9 @@ class Generator(nn.Module):
         self.modulation = nn.Linear(s, 2 * sum(cfg.channels[1:]))
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
+        self.pose = nn.Linear(s, 2)
+        nn.init.zeros_(self.pose.weight)
+        nn.init.zeros_(self.pose.bias)
         self.to_rgb = nn.Conv2d(cfg.channels[-1], 3, 3, padding=1)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -123,24 +156,29 @@ class Generator(nn.Module):
         return self.text(tokens)
 
     def style(self, text: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Per-video style ``w``: [B, style_dim] x [B, latent_dim] -> [B, style_dim]."""
-        return self.mapping(torch.cat([text, z], dim=1))
+        """Per-video style: [B, style_dim] x [B, latent_dim] -> w [B, style_dim + 2].
+
+        The last two entries are the phase's unit vector, the rest the mapped style.
+        """
+        return torch.cat([self.mapping(torch.cat([text, z], dim=1)), latent_phase(z)], dim=1)
 
     def synthesize(self, w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Frames at times ``t``: w [N, style_dim], t [N] seconds -> [N, 3, R, R] in [-1, 1]."""
+        """Frames at times ``t``: w [N, style_dim + 2], t [N] seconds -> [N, 3, R, R] in [-1, 1]."""
         cfg = self.cfg
         n = w.shape[0]
+        w, phase = w[:, :-2], w[:, -2:]
         amp = self.motion(w).view(n, cfg.motion_channels, 2 * cfg.harmonics)
-        basis = time_features(t, cfg.harmonics).to(w.dtype)            # [N, 2H]
-        motion = (amp * basis[:, None, :]).sum(-1)                      # [N, M]
+        basis = rotate(time_features(t, cfg.harmonics).to(w.dtype), phase)   # [N, 2H]
+        motion = (amp * basis[:, None, :]).sum(-1)                            # [N, M]
         h = F.leaky_relu(self.frame_mlp(torch.cat([w, motion], dim=1)), cfg.leaky_slope)
+        pose = self.pose(h)                                                   # [N, 2]
         x = F.leaky_relu(self.stem(h), cfg.leaky_slope)
         x = x.view(n, cfg.channels[0], cfg.base_size, cfg.base_size)
         mod = self.modulation(h)
         offset = 0
         for block, cout in zip(self.blocks, cfg.channels[1:]):
             scale = mod[:, offset : offset + cout]
-            shift = mod[:, offset + cout : offset + 2 * cout]
+            shift = mod[:, offset + cout : offset + 2 * cout] + block.pose_shift(pose)
             offset += 2 * cout
             x = block(x, scale, shift)
         return torch.tanh(self.to_rgb(x))
