@@ -163,3 +163,14 @@ def test_train_dry_run(tmp_path):
     proc = run("train", "--dry-run", "--run-dir", str(tmp_path), "--steps", "5")
     assert proc.returncode == 0, proc.stderr.decode()
     assert (tmp_path / "00000-shapes" / "config.json").is_file()
+
+
+def test_eval_prints_a_table_and_writes_json(tmp_path):
+    import json
+
+    out = tmp_path / "eval.json"
+    proc = run("eval", "--samples", "4", "--seconds", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "background" in proc.stdout.decode() and "held_out" in proc.stdout.decode()
+    result = json.loads(out.read_text())
+    assert result["samples"] == 4 and set(result["groups"]) == {"seen", "held_out"}

@@ -78,12 +78,13 @@ def evaluate(backend: Backend, samples: list[Sample], fps: float = 15.0, seconds
 
 
 def format_table(result: dict) -> str:
-    names = list(spec.ATTRIBUTES) + ["all_attributes"]
-    lines = [f"{'group':<10}{'videos':>7}" + "".join(f"{n:>12}" for n in names)]
+    names = list(spec.ATTRIBUTES) + ["all"]
+    width = max(len(n) for n in names) + 2
+    lines = [f"{'group':<10}{'videos':>7}" + "".join(f"{n:>{width}}" for n in names)]
     for group, g in result["groups"].items():
         cells = [g["accuracy"].get(n) for n in spec.ATTRIBUTES] + [g["all_attributes"]]
         lines.append(f"{group:<10}{g['videos']:>7}" + "".join(
-            f"{'-' if c is None else f'{100 * c:.1f}%':>12}" for c in cells))
+            f"{'-' if c is None else f'{100 * c:.1f}%':>{width}}" for c in cells))
     return "\n".join(lines)
 
 
