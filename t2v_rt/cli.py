@@ -60,34 +60,24 @@ def _size(text: str) -> int:
     return size
 
 
-def _seconds(text: str) -> float:
-    try:
-        s = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got '{text}'") from None
-    if not s > 0 or s == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return s
+def _checked(convert, kind: str, ok, rule: str):
+    """An argparse type: ``convert`` the text, then require ``ok(value)``."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {kind}, got '{text}'") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got '{text}'") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
-
-
-def _seed(text: str) -> int:
-    try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got '{text}'") from None
-    if not 0 <= seed < 2**63:
-        raise argparse.ArgumentTypeError(f"must be in [0, 2^63), got {seed}")
-    return seed
+_seconds = _checked(float, "a number", lambda s: 0 < s < float("inf"), "a positive number")
+_count = _checked(int, "an integer", lambda n: n >= 1, "at least 1")
+_seed = _checked(int, "an integer", lambda n: 0 <= n < 2**63, "in [0, 2^63)")
 
 
 def _add_video_args(p: argparse.ArgumentParser, default_size: int = 256) -> None:
