@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--config", type=Path, default=None, help="a config.json to start from")
     p.add_argument("--resume", default=None, help="a run folder or checkpoint to continue")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one training setting, e.g. --set adv_weight=0.1 "
+                        "(repeatable; VALUE is JSON)")
     p.add_argument("--dry-run", action="store_true", help="set up the run, print it, stop")
 
     p = sub.add_parser("eval", help="score a generator against the shapes-world contract",
@@ -250,6 +253,22 @@ def cmd_train(args) -> int:
         value = getattr(args, key)
         if value is not None:
             setattr(cfg, key, value)
+    from dataclasses import fields
+
+    known = {f.name for f in fields(TrainConfig)} - {"model"}
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        if not eq or key not in known:
+            raise UsageError(f"--set {item}: expected KEY=VALUE with KEY one of "
+                             f"{', '.join(sorted(known))}")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        current = getattr(cfg, key)
+        if isinstance(current, (int, float)) and not isinstance(parsed, (int, float)):
+            raise UsageError(f"--set {item}: {key} must be a number")
+        setattr(cfg, key, type(current)(parsed) if isinstance(current, (int, float)) else parsed)
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise UsageError("--steps and --batch-size must be at least 1")
     if cfg.device == "cuda":

@@ -164,6 +164,10 @@ class Generator(nn.Module):
 
     def synthesize(self, w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Frames at times ``t``: w [N, style_dim + 2], t [N] seconds -> [N, 3, R, R] in [-1, 1]."""
+        return self.synthesize_with_pose(w, t)[0]
+
+    def synthesize_with_pose(self, w: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`synthesize`, also returning the pose [N, 2] (centre, coordinates in [-1, 1])."""
         cfg = self.cfg
         n = w.shape[0]
         w, phase = w[:, :-2], w[:, -2:]
@@ -181,12 +185,17 @@ class Generator(nn.Module):
             shift = mod[:, offset + cout : offset + 2 * cout] + block.pose_shift(pose)
             offset += 2 * cout
             x = block(x, scale, shift)
-        return torch.tanh(self.to_rgb(x))
+        return torch.tanh(self.to_rgb(x)), pose
 
     def forward(self, tokens: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """tokens [B, L], z [B, Z], t [B, T] -> frames [B, T, 3, R, R]."""
+        return self.forward_with_pose(tokens, z, t)[0]
+
+    def forward_with_pose(self, tokens: torch.Tensor, z: torch.Tensor,
+                          t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens [B, L], z [B, Z], t [B, T] -> frames [B, T, 3, R, R], pose [B, T, 2]."""
         b, nt = t.shape
         w = self.style(self.encode_text(tokens), z)
         w = w.repeat_interleave(nt, dim=0)
-        frames = self.synthesize(w, t.reshape(-1))
-        return frames.view(b, nt, *frames.shape[1:])
+        frames, pose = self.synthesize_with_pose(w, t.reshape(-1))
+        return frames.view(b, nt, *frames.shape[1:]), pose.view(b, nt, 2)

@@ -5,7 +5,8 @@ Losses of the generator, per clip of ``frames_per_clip`` frames at random times:
   (non-saturating, R1 on real data, mismatched captions as negatives);
 - reconstruction: the per-video latent ``z`` also drives the contract renderer (see
   ``world.scene``), so each generated clip has a paired rendered clip; a squared-error loss,
-  weighted up on the shape's pixels, pulls it there. This is what makes a CPU-trainable model follow
+  weighted up on the shape's pixels, pulls it there, and the generator's pose (the origin
+  of its coordinate bias) is pulled to the shape's true centre, which the renderer knows. This is what makes a CPU-trainable model follow
   every word of the prompt; the adversarial terms keep frames sharp and motion plausible.
 """
 
@@ -47,6 +48,7 @@ class TrainConfig:
     lr_d: float = 5e-4
     rec_weight: float = 1.0
     shape_weight: float = 9.0      # extra reconstruction weight on the shape's pixels
+    pose_weight: float = 1.0       # the generator's pose is pulled to the shape's true centre
     adv_weight: float = 0.05
     adv_start: int = 2500          # adversarial terms join here, ramped in over adv_ramp steps
     adv_ramp: int = 500
@@ -149,6 +151,7 @@ def train(cfg: TrainConfig, resume: str | None = None, dry_run: bool = False) ->
         _load_opt(opt_g, "opt_g", flat)
         _load_opt(opt_d, "opt_d", flat)
         start = int(flat["step"].item())
+        (run / f"config-from-{start:07d}.json").write_text(cfg.to_json() + "\n")
         log(f"resumed {ckpt} at step {start}")
     else:
         run = new_run_dir(cfg.run_dir, cfg.name)
@@ -192,7 +195,7 @@ def train(cfg: TrainConfig, resume: str | None = None, dry_run: bool = False) ->
         FD.requires_grad_(False)
         VD.requires_grad_(False)
         with autocast:
-            fake = G(tokens, z, times)
+            fake, pose = G.forward_with_pose(tokens, z, times)
             adv = torch.zeros((), device=device)
             if adv_w > 0:
                 adv = g_loss(FD(fake.flatten(0, 1), rep(tokens))) + g_loss(VD(fake, times, tokens))
@@ -200,7 +203,8 @@ def train(cfg: TrainConfig, resume: str | None = None, dry_run: bool = False) ->
         # which sharpens as the position is learnt. (L1's optimum, the median, is plain
         # background: with it the model sat on a plateau for the first few hundred steps.)
         rec = ((fake.float() - real).square() * (1 + cfg.shape_weight * cov)).mean()
-        loss_g = cfg.rec_weight * rec + adv_w * adv
+        pose_err = (pose.float() - (b.centres.to(device) * 2 - 1)).square().mean()
+        loss_g = cfg.rec_weight * rec + cfg.pose_weight * pose_err + adv_w * adv
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -215,7 +219,7 @@ def train(cfg: TrainConfig, resume: str | None = None, dry_run: bool = False) ->
             for pe, p in zip(G_ema.parameters(), G.parameters()):
                 pe.lerp_(p, 1 - beta)
 
-        for k, v in (("rec", rec), ("adv", adv), ("d", loss_d)):
+        for k, v in (("rec", rec), ("pose", pose_err), ("adv", adv), ("d", loss_d)):
             stats[k] = stats.get(k, 0.0) + float(v.detach())
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
@@ -225,7 +229,8 @@ def train(cfg: TrainConfig, resume: str | None = None, dry_run: bool = False) ->
             with open(run / "metrics.jsonl", "a") as f:
                 f.write(json.dumps({"step": done, "steps_per_s": rate,
                                     **{k: v / n for k, v in stats.items()}}) + "\n")
-            log(f"step {done}/{cfg.steps} | G rec {stats['rec'] / n:.4f} adv {stats['adv'] / n:.3f}"
+            log(f"step {done}/{cfg.steps} | G rec {stats['rec'] / n:.4f} pose {stats['pose'] / n:.4f}"
+                f" adv {stats['adv'] / n:.3f}"
                 f" | D {stats['d'] / n:.3f} | {rate:.2f} steps/s | ETA "
                 f"{int(eta // 3600)}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d}")
             stats.clear()

@@ -21,6 +21,7 @@ class Batch:
     times: torch.Tensor       # [B, T] seconds
     frames: torch.Tensor      # [B, T, 3, S, S] in [-1, 1]
     coverage: torch.Tensor    # [B, T, 1, S, S] shape coverage in [0, 1]
+    centres: torch.Tensor     # [B, T, 2] the shape's centre (x, y) in [0, 1]
     wrong_tokens: torch.Tensor  # [B, L] captions of other videos (mismatched negatives)
     scenes: list[Scene]
     captions: list[str]
@@ -66,6 +67,7 @@ class ShapesClips:
             times=torch.stack(times),
             frames=(frames * 2 - 1).view(batch_size, t, 3, s, s),
             coverage=cov.view(batch_size, t, 1, s, s),
+            centres=torch.stack([torch.cat(cx), torch.cat(cy)], dim=1).float().view(batch_size, t, 2),
             wrong_tokens=tokens.roll(1, dims=0),
             scenes=list(scenes),
             captions=list(texts),
