@@ -9,7 +9,6 @@ from fractions import Fraction
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from t2v_rt.backends.base import Backend
 from t2v_rt.text.grammar import encode_tokens, parse_prompt
@@ -26,10 +25,13 @@ class StreamOptions:
     batch: int = 16               # frames per generator call once the first frame is out
 
 
-def to_display(frames: torch.Tensor, size: int) -> np.ndarray:
-    """frames [N, 3, R, R] float in [-1, 1] -> [N, size, size, 3] uint8 RGB (bilinear upscale)."""
-    if frames.shape[-1] != size:
-        frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False)
+def to_display(frames: torch.Tensor) -> np.ndarray:
+    """frames [N, 3, R, R] float in [-1, 1] -> [N, R, R, 3] uint8 RGB.
+
+    Scaling to the output size happens in the sink (swscale, with the colour conversion:
+    5x faster than a float upscale in torch first, 13 ms vs 60-100 ms for 16 frames to 256 x 256
+    on one core of the 2-core CPU machine).
+    """
     x = ((frames + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
@@ -78,7 +80,7 @@ def run_stream(video: Video, write: Callable[[np.ndarray], None], opts: StreamOp
     # In real time keep batches short (<= ~1/4 s of video) so pacing stays smooth.
     rest = opts.batch if not opts.realtime else max(1, min(opts.batch, int(opts.fps / 4)))
     for start, n in batches(opts.frames, 1, rest):
-        frames = to_display(video.frames_at(frame_times(start, n, opts.fps)), opts.size)
+        frames = to_display(video.frames_at(frame_times(start, n, opts.fps)))
         for k in range(n):
             if stop is not None and stop():
                 return written

@@ -55,9 +55,10 @@ class FdWriter:
 
 
 class VideoSink:
-    """frames [N, H, W, 3] uint8 RGB -> encoded packets -> container on ``target``.
+    """frames [N, h, w, 3] uint8 RGB -> scaled to ``size`` and converted to YUV 4:2:0
+    (swscale) -> encoded packets -> container on ``target``.
 
-    ``size``: the side of square frames, or (width, height).
+    ``size``: the side of square output frames, or (width, height).
     """
 
     def __init__(self, target: str | Path | BinaryIO | FdWriter, fmt: str, fps: Fraction,
@@ -77,8 +78,11 @@ class VideoSink:
         self.closed = False
 
     def write(self, frames: np.ndarray) -> None:
+        """frames [N, h, w, 3] uint8 RGB, any h, w: scaled (bilinear) to the stream's size."""
+        s = self.stream
         for rgb in frames:
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+                width=s.width, height=s.height, format="yuv420p", interpolation="BILINEAR")
             frame.pts = self.index
             self.index += 1
             for packet in self.stream.encode(frame):
