@@ -166,7 +166,7 @@ def cmd_stream(args) -> int:
     frames = args.frames
     if args.seconds is not None:
         frames = max(1, round(args.seconds * args.fps))
-    opts = StreamOptions(fps=args.fps, size=args.size, seed=args.seed, frames=frames,
+    opts = StreamOptions(fps=args.fps, size=args.size, frames=frames,
                          realtime=args.realtime)
     backend = create_backend(args.backend, args.model, log=log)
     video = Video(backend, args.prompt, args.seed)
@@ -220,7 +220,7 @@ def cmd_generate(args) -> int:
     from t2v_rt.pipeline import StreamOptions, Video, run_stream
 
     frames = max(1, round(args.seconds * args.fps))
-    opts = StreamOptions(fps=args.fps, size=args.size, seed=args.seed, frames=frames,
+    opts = StreamOptions(fps=args.fps, size=args.size, frames=frames,
                          realtime=False)
     backend = create_backend(args.backend, args.model, log=log)
     video = Video(backend, args.prompt, args.seed)

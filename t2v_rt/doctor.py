@@ -44,7 +44,7 @@ def _tensorrt() -> str:
             return f"{flavour} {mod.__version__}"
         except Exception:  # noqa: BLE001
             continue
-    return "none (install the 'rtx' extra for TensorRT-RTX, or NVIDIA's tensorrt)"
+    return "none installed (engines arrive with issue #4)"
 
 
 def _triton(cuda: bool) -> str:

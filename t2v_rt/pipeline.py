@@ -19,7 +19,6 @@ from t2v_rt.world.scene import latent_from_seed
 class StreamOptions:
     fps: Fraction = Fraction(30)
     size: int = 256
-    seed: int = 0
     frames: int | None = None     # None: forever
     realtime: bool = True
     batch: int = 16               # frames per generator call once the first frame is out
@@ -66,7 +65,6 @@ def batches(total: int | None, first: int, rest: int) -> Iterator[tuple[int, int
 
 
 def run_stream(video: Video, write: Callable[[np.ndarray], None], opts: StreamOptions,
-               on_first: Callable[[], None] | None = None,
                stop: Callable[[], bool] | None = None) -> int:
     """Generate and hand frames to ``write``; returns the number of frames written.
 
@@ -92,6 +90,4 @@ def run_stream(video: Video, write: Callable[[np.ndarray], None], opts: StreamOp
             written += 1
             if t0 is None:
                 t0 = time.monotonic()
-                if on_first:
-                    on_first()
     return written
