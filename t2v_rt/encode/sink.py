@@ -23,7 +23,6 @@ class Container:
     muxer: str
     codec: str
     options: dict[str, str] = field(default_factory=dict)
-    seekable_only: bool = False
 
 
 FORMATS: dict[str, Container] = {
@@ -32,9 +31,8 @@ FORMATS: dict[str, Container] = {
     "matroska": Container("matroska", "libx264",
                           {"flush_packets": "1", "live": "1", "cluster_time_limit": "0"}),
     "y4m": Container("yuv4mpegpipe", "rawvideo", {"flush_packets": "1"}),
-    "mp4": Container("mp4", "libx264", {"movflags": "+faststart"}, seekable_only=True),
+    "mp4": Container("mp4", "libx264", {"movflags": "+faststart"}),  # files only: needs seeking
 }
-STREAM_FORMATS = ("mpegts", "nut", "matroska", "y4m")
 EXTENSIONS = {".mp4": "mp4", ".mkv": "matroska", ".ts": "mpegts", ".y4m": "y4m"}
 
 
