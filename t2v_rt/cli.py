@@ -76,6 +76,7 @@ def _checked(convert, kind: str, ok, rule: str):
 
 
 _seconds = _checked(float, "a number", lambda s: 0 < s < float("inf"), "a positive number")
+_offset = _checked(float, "a number", lambda s: 0 <= s < float("inf"), "zero or a positive number")
 _count = _checked(int, "an integer", lambda n: n >= 1, "at least 1")
 _seed = _checked(int, "an integer", lambda n: 0 <= n < 2**63, "in [0, 2^63)")
 
@@ -130,16 +131,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="set up the run, print it, stop")
 
     p = sub.add_parser("eval", help="score a generator against the shapes-world contract",
-                       description="Generate videos for canonical prompts (seen and held-out "
-                                   "colour-shape pairs), recover every attribute from the "
-                                   "pixels, and print per-attribute accuracy.")
-    p.add_argument("--samples", type=_count, default=200, help="prompt x seed samples (default 200)")
+                       description="Generate videos for prompt x seed samples (canonical "
+                                   "prompts, paraphrases and prompts with attributes left out; "
+                                   "seen and held-out colour-shape pairs), recover every "
+                                   "attribute from the pixels and print per-attribute accuracy, "
+                                   "the scores at t = 600 s, flicker and a Frechet distance to "
+                                   "the contract renderer's videos.")
+    p.add_argument("--samples", type=_count, default=500, help="prompt x seed samples (default 500)")
     p.add_argument("--seed", type=_seed, default=0, help="draws the prompts and seeds (default 0)")
     p.add_argument("--fps", type=_fps, default=Fraction(15), help="frame rate (default 15)")
     p.add_argument("--seconds", type=_seconds, default=2.0, help="clip length (default 2)")
+    p.add_argument("--long-run", type=_offset, default=600.0, metavar="SECONDS",
+                   help="also score the clip starting this late (default 600; 0: skip)")
     p.add_argument("--backend", default="auto", help="auto | torch (default auto)")
     p.add_argument("--model", type=Path, default=None,
                    help="generator .safetensors (default: the bundled model)")
+    p.add_argument("--reference", action="store_true",
+                   help="score the contract renderer itself instead of a model (the ceiling)")
+    p.add_argument("--encoded", type=_size, default=None, metavar="SIZE",
+                   help="score the videos as `stream --size SIZE` sends them: scaled and "
+                        "H.264-encoded, then decoded")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
 
     sub.add_parser("doctor", help="show versions, hardware and which accelerations are usable")
@@ -287,18 +298,39 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from t2v_rt.backends import create_backend
-    from t2v_rt.eval.run import canonical_samples, evaluate, format_table, to_json
+    from t2v_rt.eval.run import (
+        contract_samples,
+        evaluate,
+        format_table,
+        model_source,
+        renderer_source,
+        streamed_source,
+        to_json,
+    )
     from t2v_rt.model.io import atomic_write
 
     if args.json is not None and not args.json.parent.is_dir():
         raise UsageError(f"folder of --json '{args.json.parent}' does not exist")
-    backend = create_backend(args.backend, args.model, log=log)
-    log(f"evaluating {backend.describe()} on {args.samples} canonical prompt x seed samples, "
-        f"{args.seconds:g} s at {float(args.fps):g} fps")
-    result = evaluate(backend, canonical_samples(args.samples, args.seed), float(args.fps),
-                      args.seconds)
-    result["model"] = str(args.model or "bundled")
+    if args.reference:
+        if args.model is not None:
+            raise UsageError("--reference scores the renderer, not a model: drop --model")
+        source, what = renderer_source(), "the contract renderer"
+    else:
+        from t2v_rt.backends import create_backend
+
+        backend = create_backend(args.backend, args.model, log=log)
+        source, what = model_source(backend), backend.describe()
+    if args.encoded:
+        source = streamed_source(source, args.encoded, float(args.fps))
+        what += f", H.264-encoded at {args.encoded} x {args.encoded}"
+    log(f"evaluating {what} on {args.samples} prompt x seed samples, "
+        f"{args.seconds:g} s at {float(args.fps):g} fps"
+        + (f", again from t = {args.long_run:g} s" if args.long_run else ""))
+    result = evaluate(source, contract_samples(args.samples, args.seed), float(args.fps),
+                      args.seconds, long_run=args.long_run)
+    result["model"] = "renderer" if args.reference else str(args.model or "bundled")
+    result["seed"] = args.seed
+    result["encoded"] = args.encoded
     print(format_table(result))
     if args.json is not None:
         atomic_write(args.json, lambda tmp: tmp.write_text(to_json(result) + "\n"))
@@ -341,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log("interrupted")
         return 130
-    except BaseException as e:  # noqa: BLE001 - one line, never a traceback for the user
+    except BaseException as e:
         if _is_broken_pipe(e) or _is_broken_pipe(e.__cause__ or e.__context__ or e):
             _stdout_gone()
             return 0

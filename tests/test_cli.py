@@ -174,3 +174,14 @@ def test_eval_prints_a_table_and_writes_json(tmp_path):
     assert "background" in proc.stdout.decode() and "held_out" in proc.stdout.decode()
     result = json.loads(out.read_text())
     assert result["samples"] == 4 and set(result["groups"]) == {"seen", "held_out"}
+    assert {"kinds", "long_run", "flicker", "frechet"} <= set(result)
+    assert "eval 4/4" in proc.stderr.decode()   # progress on stderr
+
+
+def test_eval_reference_scores_the_renderer():
+    proc = run("eval", "--reference", "--samples", "3", "--seconds", "1", "--long-run", "0")
+    assert proc.returncode == 0, proc.stderr.decode()
+    table = proc.stdout.decode()
+    assert "100.0%" in table and "@600s" not in table
+    bad = run("eval", "--reference", "--model", "x.safetensors")
+    assert bad.returncode == 2 and b"--reference" in bad.stderr and b"Traceback" not in bad.stderr

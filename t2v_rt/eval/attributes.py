@@ -36,6 +36,7 @@ except the background is ``None``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -199,6 +200,81 @@ def _geometry(
     }
 
 
+@dataclass
+class Measurement:
+    """What the evaluator reads from one video, before naming attributes.
+
+    Per-frame entries cover only the frames in which a shape was found (``times`` says which).
+    """
+
+    frames: int                  # frames in the video
+    side: int                    # frame side, pixels
+    background: torch.Tensor     # [3] RGB in [0, 1]
+    colour: torch.Tensor | None  # [3] the shape's colour over the whole video; None: no shape
+    times: torch.Tensor          # [V] seconds of the frames with a shape
+    frame_colour: torch.Tensor   # [V, 3] the shape's colour in each of them
+    width: torch.Tensor          # [V] bounding box, pixels
+    height: torch.Tensor         # [V]
+    area: torch.Tensor           # [V] coverage, pixels
+    skew_y: torch.Tensor         # [V] vertical skewness of the coverage
+    cx: torch.Tensor             # [V] centre, frame sides
+    cy: torch.Tensor             # [V]
+
+    @property
+    def box_side(self) -> torch.Tensor:
+        """[V] bounding-box side sqrt(width * height), frame sides."""
+        return (self.width * self.height).clamp_min(1e-6).sqrt() / self.side
+
+    @property
+    def fill(self) -> torch.Tensor:
+        """[V] area / bounding-box area."""
+        return self.area / (self.width * self.height).clamp_min(1e-6)
+
+
+@torch.no_grad()
+def measure(
+    video: torch.Tensor,  # [T, 3, H, W] float RGB in [0, 1], H == W >= 32
+    times: torch.Tensor,  # [T] seconds
+) -> Measurement:
+    """Read the background, the shape's colour and per-frame geometry from ``video``."""
+    _check(video, times)
+    video = video.detach().float().cpu().clamp(0, 1)
+    times = times.detach().cpu().double()
+    n, side = video.shape[0], video.shape[-1]
+    bg = _background(video)
+    mask = _shape_mask(video, bg)
+    valid = mask.flatten(1).sum(1) >= 3
+    if not bool(valid.any()):
+        e = torch.zeros(0, dtype=torch.float64)
+        return Measurement(n, side, bg, None, e, torch.zeros(0, 3), e, e, e, e, e, e)
+    video, mask, times = video[valid], mask[valid], times[valid]
+    fg = _shape_colour(video, mask)
+    g = _geometry(video, mask, bg, fg)
+    frame_colour = torch.stack([_shape_colour(v[None], m[None]) for v, m in zip(video, mask)])
+    return Measurement(n, side, bg, fg, times, frame_colour, g["width"], g["height"], g["area"],
+                       g["skew_y"], g["cx"], g["cy"])
+
+
+def classify(m: Measurement) -> dict[str, str | None]:
+    """Name each attribute from a :class:`Measurement` (see :func:`recover_attributes`)."""
+    out: dict[str, str | None] = dict.fromkeys(_KEYS)
+    out["background"] = _nearest(spec.BACKGROUNDS, m.background)
+    if m.colour is None:
+        return out
+    out["colour"] = _nearest(spec.COLOURS, m.colour)
+    fill = float(m.fill.median())
+    if float(m.skew_y.median()) < TRIANGLE_SKEW:
+        out["shape"] = "triangle"
+    else:
+        out["shape"] = min(FILL, key=lambda s: abs(FILL[s] - fill))
+    box_side = float(m.box_side.median())
+    out["size"] = min(spec.SIZES, key=lambda s: abs(math.log(box_side / spec.SIZES[s])))
+    out["motion"] = _motion(m.cx, m.cy)
+    if out["motion"] not in (None, "still"):
+        out["speed"] = _speed(m.times, m.cx, m.cy)
+    return out
+
+
 @torch.no_grad()
 def recover_attributes(
     video: torch.Tensor,  # [T, 3, H, W] float RGB in [0, 1], H == W >= 32
@@ -210,36 +286,74 @@ def recover_attributes(
     shape; everything but ``background`` is None when no frame shows a shape, and ``motion``
     and ``speed`` are None when too few frames do (under 2 and 4).
     """
-    _check(video, times)
-    video = video.detach().float().cpu().clamp(0, 1)
-    times = times.detach().cpu().double()
-    side = video.shape[-1]
-    out: dict[str, str | None] = dict.fromkeys(_KEYS)
+    return classify(measure(video, times))
 
-    bg = _background(video)
-    out["background"] = _nearest(spec.BACKGROUNDS, bg)
-    mask = _shape_mask(video, bg)
-    valid = mask.flatten(1).sum(1) >= 3
-    if not bool(valid.any()):
-        return out
-    video, mask, times = video[valid], mask[valid], times[valid]
-    fg = _shape_colour(video, mask)
-    out["colour"] = _nearest(spec.COLOURS, fg)
 
-    g = _geometry(video, mask, bg, fg)
-    box = (g["width"] * g["height"]).clamp_min(1e-6)
-    fill = float((g["area"] / box).median())
-    skew = float(g["skew_y"].median())
-    if skew < TRIANGLE_SKEW:
-        out["shape"] = "triangle"
-    else:
-        out["shape"] = min(FILL, key=lambda s: abs(FILL[s] - fill))
-    box_side = float(box.sqrt().median()) / side
-    out["size"] = min(spec.SIZES, key=lambda s: abs(math.log(box_side / spec.SIZES[s])))
-    out["motion"] = _motion(g["cx"], g["cy"])
-    if out["motion"] not in (None, "still"):
-        out["speed"] = _speed(times, g["cx"], g["cy"])
-    return out
+# The evaluator's feature space, for a Frechet distance between sets of videos: every number
+# the attributes are read from, in units of order one (RGB in [0, 1], frame sides).
+FEATURES = ("bg_r", "bg_g", "bg_b", "fg_r", "fg_g", "fg_b", "box_side", "fill", "skew_y",
+            "cx_mean", "cy_mean", "cx_std", "cy_std", "xy_corr", "period_fit")
+
+
+def features(m: Measurement) -> torch.Tensor:
+    """[len(FEATURES)] float64 feature vector of one video. A video with no shape gets the
+    background as its colour and zeros (centre 0.5) for the geometry."""
+    bg = m.background.double()
+    if m.colour is None:
+        return torch.cat([bg, bg, torch.tensor([0.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0],
+                                               dtype=torch.float64)])
+    cx, cy = m.cx.double(), m.cy.double()
+    sx, sy = float(cx.std(correction=0)), float(cy.std(correction=0))
+    corr = 0.0
+    if sx > STILL_STD / 4 and sy > STILL_STD / 4:
+        corr = float(((cx - cx.mean()) * (cy - cy.mean())).mean()) / (sx * sy)
+    geo = [float(m.box_side.median()), float(m.fill.median()), float(m.skew_y.median()),
+           float(cx.mean()), float(cy.mean()), sx, sy, corr, _period_fit(m.times, cx, cy)]
+    return torch.cat([bg, m.colour.double(), torch.tensor(geo, dtype=torch.float64)])
+
+
+def _period_fit(t: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor) -> float:
+    """(r_slow - r_fast) / (r_slow + r_fast) of the sinusoid fits in :func:`_speed`: +1 fits
+    the fast period only, -1 the slow one only, 0 neither better (a still shape)."""
+    if len(t) < 4:
+        return 0.0
+    res = []
+    target = torch.stack([cx, cy], 1).double()
+    for period in (spec.SPEEDS["slow"], spec.SPEEDS["fast"]):
+        w = 2 * math.pi * t.double() / period
+        basis = torch.stack([torch.ones_like(w), torch.sin(w), torch.cos(w)], 1)
+        coef = torch.linalg.lstsq(basis, target).solution
+        res.append(float(((basis @ coef - target) ** 2).sum()))
+    return (res[0] - res[1]) / max(res[0] + res[1], 1e-9)
+
+
+def flicker(m: Measurement) -> dict[str, float] | None:
+    """Frame-to-frame change of the shape between consecutive frames where it is found.
+
+    ``colour``: mean of the largest channel change of its colour, in 8-bit steps (0..255);
+    ``size``: mean relative change of its bounding-box side. None with under two such frames.
+    """
+    if len(m.times) < 2:
+        return None
+    dc = (m.frame_colour[1:] - m.frame_colour[:-1]).abs().amax(1) * 255
+    side = m.box_side
+    ds = (side[1:] / side[:-1] - 1).abs()
+    return {"colour": float(dc.mean()), "size": float(ds.mean())}
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Frechet distance between Gaussians fitted to feature sets a [N, F] and b [M, F]:
+    |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) (the FID formula, in any feature space).
+    """
+    a, b = a.double(), b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    sa, sb = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
+    # tr((S_a S_b)^(1/2)) = sum of sqrt(eigenvalues of S_a^(1/2) S_b S_a^(1/2)), all >= 0.
+    ea, va = torch.linalg.eigh(sa)
+    root_a = (va * ea.clamp_min(0).sqrt()) @ va.T
+    mid = torch.linalg.eigvalsh(root_a @ sb @ root_a).clamp_min(0)
+    d = (mu_a - mu_b).square().sum() + sa.trace() + sb.trace() - 2 * mid.sqrt().sum()
+    return max(0.0, float(d))  # rounding can take an exact 0 below it
 
 
 def score(

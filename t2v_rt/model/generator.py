@@ -12,7 +12,8 @@ amplitudes from ``w`` into motion features: a position such as 0.5 + 0.3 sin(2 p
 is then a linear read-out that the text selects (which axis, which period).
 
 From the motion features and ``w``, a small MLP makes the frame code ``h``; ``h`` gives a 4 x 4
-stem, per-block scale/shift (FiLM) and a 2-D pose. The body is a stack of :class:`UpConvAct`
+stem and per-block scale/shift (FiLM). The 2-D pose (the shape's centre) is a per-video offset
+plus per-video amplitudes of the same rotated sinusoids: every contract motion has that form. The body is a stack of :class:`UpConvAct`
 blocks (nearest x2 upsample -> 3x3 conv -> positional bias -> scale/shift -> leaky ReLU), each
 one module so a fused kernel can replace it. The positional bias is a conv of the pixel
 coordinates relative to the pose, so drawing the shape at a place is a translation of
@@ -72,7 +73,7 @@ def coordinate_grid(size: int, device=None, dtype=torch.float32) -> torch.Tensor
 class UpConvAct(nn.Module):
     """Nearest x2 upsample -> 3x3 conv (+ a positional bias) -> per-sample scale/shift -> leaky ReLU.
 
-    x: [N, C, H, W], scale/shift: [N, K] -> [N, K, 2H, 2W].
+    x: [N, C, H, W], per-sample epilogue a, b: [N, K] -> [N, K, 2H, 2W].
 
     The positional bias is a 3x3 conv of the pixel coordinates relative to the frame's pose
     (CoordConv, Liu et al. 2018): a constant [K, 2H, 2W] map for the coordinates, plus a
@@ -96,11 +97,22 @@ class UpConvAct(nn.Module):
         """[N, 2] pose -> [N, K]: moving the coordinates by ``pose`` shifts each channel."""
         return -pose @ self.coord.weight.sum((2, 3)).t()
 
-    def forward(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    def epilogue(self, scale: torch.Tensor, shift: torch.Tensor,
+                 pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample [N, K] multiplier and addend of the block's epilogue.
+
+        ``(conv + bias_map(grid - pose)) * (1 + scale) + shift`` = ``conv * a + bias_map * a + b``
+        with ``a = 1 + scale`` and ``b = shift + a * pose_shift``: the coordinates stay relative
+        to the pose whatever the scale, which then zooms them per channel (the shape's size).
+        """
+        a = 1 + scale
+        return a, shift + a * self.pose_shift(pose)
+
+    def forward(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``a``, ``b`` [N, K]: the per-sample epilogue of :meth:`epilogue`."""
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        x = self.conv(x) + self.positional_bias(x.shape[-1])
-        x = x * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
-        return F.leaky_relu(x, self.slope)
+        x = (self.conv(x) + self.positional_bias(x.shape[-1])) * a[:, :, None, None]
+        return F.leaky_relu(x + b[:, :, None, None], self.slope)
 
 
 def time_features(t: torch.Tensor, harmonics: int) -> torch.Tensor:
@@ -146,9 +158,13 @@ class Generator(nn.Module):
         self.modulation = nn.Linear(s, 2 * sum(cfg.channels[1:]))
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
-        self.pose = nn.Linear(s, 2)
-        nn.init.zeros_(self.pose.weight)
-        nn.init.zeros_(self.pose.bias)
+        # The pose (the shape's centre) is exactly what the contract's motions are: a
+        # per-video offset plus per-video amplitudes of the phase-rotated sinusoids.
+        self.pose_offset = nn.Linear(s, 2)
+        self.pose_motion = nn.Linear(s, 2 * 2 * h)
+        for layer in (self.pose_offset, self.pose_motion):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
         self.to_rgb = nn.Conv2d(cfg.channels[-1], 3, 3, padding=1)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -174,17 +190,18 @@ class Generator(nn.Module):
         amp = self.motion(w).view(n, cfg.motion_channels, 2 * cfg.harmonics)
         basis = rotate(time_features(t, cfg.harmonics).to(w.dtype), phase)   # [N, 2H]
         motion = (amp * basis[:, None, :]).sum(-1)                            # [N, M]
+        pose_amp = self.pose_motion(w).view(n, 2, 2 * cfg.harmonics)
+        pose = self.pose_offset(w) + (pose_amp * basis[:, None, :]).sum(-1)   # [N, 2]
         h = F.leaky_relu(self.frame_mlp(torch.cat([w, motion], dim=1)), cfg.leaky_slope)
-        pose = self.pose(h)                                                   # [N, 2]
         x = F.leaky_relu(self.stem(h), cfg.leaky_slope)
         x = x.view(n, cfg.channels[0], cfg.base_size, cfg.base_size)
         mod = self.modulation(h)
         offset = 0
         for block, cout in zip(self.blocks, cfg.channels[1:]):
-            scale = mod[:, offset : offset + cout]
-            shift = mod[:, offset + cout : offset + 2 * cout] + block.pose_shift(pose)
+            a, b = block.epilogue(mod[:, offset : offset + cout],
+                                  mod[:, offset + cout : offset + 2 * cout], pose)
             offset += 2 * cout
-            x = block(x, scale, shift)
+            x = block(x, a, b)
         return torch.tanh(self.to_rgb(x)), pose
 
     def forward(self, tokens: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ from t2v_rt.model.discriminators import (
 )
 from t2v_rt.model.generator import Generator
 from t2v_rt.model.io import atomic_write, save_generator
+from t2v_rt.world import spec
 from t2v_rt.world.dataset import ShapesClips
 
 
@@ -46,7 +47,12 @@ class TrainConfig:
     lr_g: float = 5e-4
     lr_d: float = 5e-4
     rec_weight: float = 1.0
-    shape_weight: float = 9.0      # extra reconstruction weight on the shape's pixels
+    shape_weight: float = 9.0      # extra reconstruction weight near the shape
+    # The extra weight covers the shape's bounding box (+ 2 pixels), not only its pixels:
+    # painting background inside the box then costs as much as missing shape pixels, where
+    # a weight on the shape's pixels alone makes a covering blob the cheap answer for every
+    # shape (a triangle fills half its box).
+    weight_box: bool = True
     pose_weight: float = 1.0       # the generator's pose is pulled to the shape's true centre
     adv_weight: float = 0.05
     adv_start: int = 2500          # adversarial terms join here, ramped in over adv_ramp steps
@@ -120,72 +126,66 @@ def latest_checkpoint(run: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def train(cfg: TrainConfig, resume: str | None = None, dry_run: bool = False) -> Path:
-    """Train; returns the run folder. ``resume``: a run folder or checkpoint file."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if cfg.device == "auto" else cfg.device))
-    torch.manual_seed(cfg.seed)
+@dataclass
+class Trainer:
+    """Everything one training step touches; :meth:`step` is one step of the schedule."""
 
-    G = Generator(cfg.model).to(device)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    FD = FrameDiscriminator(cfg.model.resolution).to(device)
-    VD = VideoDiscriminator(cfg.frames_per_clip, cfg.model.resolution).to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(0.5, 0.99))
-    opt_d = torch.optim.Adam(list(FD.parameters()) + list(VD.parameters()), lr=cfg.lr_d,
-                             betas=(0.5, 0.99))
-    start = 0
-    if resume:
-        rp = Path(resume)
-        ckpt = latest_checkpoint(rp) if rp.is_dir() else rp
-        if ckpt is None or not ckpt.is_file():
-            raise FileNotFoundError(f"no checkpoint to resume from in {resume}")
-        run = ckpt.parent
-        flat = load_file(str(ckpt))
-        G.load_state_dict(_sub(flat, "G"))
-        G_ema.load_state_dict(_sub(flat, "G_ema"))
-        FD.load_state_dict(_sub(flat, "FD"))
-        VD.load_state_dict(_sub(flat, "VD"))
-        _load_opt(opt_g, "opt_g", flat)
-        _load_opt(opt_d, "opt_d", flat)
-        start = int(flat["step"].item())
-        (run / f"config-from-{start:07d}.json").write_text(cfg.to_json() + "\n")
-        log(f"resumed {ckpt} at step {start}")
-    else:
-        run = new_run_dir(cfg.run_dir, cfg.name)
-        (run / "config.json").write_text(cfg.to_json() + "\n")
-    n_g = sum(p.numel() for p in G.parameters())
-    log(f"run {run} | device {device} | generator {n_g / 1e6:.2f}M params | "
-        f"{cfg.steps} steps of {cfg.batch_size} clips x {cfg.frames_per_clip} frames")
-    if dry_run:
-        return run
+    cfg: TrainConfig
+    device: torch.device
+    G: Generator
+    G_ema: Generator
+    FD: FrameDiscriminator
+    VD: VideoDiscriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    data: ShapesClips
 
-    data = ShapesClips(seed=cfg.seed, size=cfg.model.resolution,
-                       frames_per_clip=cfg.frames_per_clip)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    beta = 0.5 ** (1.0 / cfg.ema_halflife_steps)
-    t_start, step_start = time.time(), start
-    stats: dict[str, float] = {}
+    @classmethod
+    def create(cls, cfg: TrainConfig) -> Trainer:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
+                              else ("cpu" if cfg.device == "auto" else cfg.device))
+        torch.manual_seed(cfg.seed)
+        G = Generator(cfg.model).to(device)
+        G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        FD = FrameDiscriminator(cfg.model.resolution).to(device)
+        VD = VideoDiscriminator(cfg.frames_per_clip, cfg.model.resolution).to(device)
+        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(0.5, 0.99))
+        opt_d = torch.optim.Adam(list(FD.parameters()) + list(VD.parameters()), lr=cfg.lr_d,
+                                 betas=(0.5, 0.99))
+        data = ShapesClips(seed=cfg.seed, size=cfg.model.resolution,
+                           frames_per_clip=cfg.frames_per_clip)
+        return cls(cfg, device, G, G_ema, FD, VD, opt_g, opt_d, data)
 
-    def save(step: int) -> None:
+    def load(self, flat: dict[str, torch.Tensor]) -> int:
+        """Restore from a checkpoint's tensors; returns its step."""
+        self.G.load_state_dict(_sub(flat, "G"))
+        self.G_ema.load_state_dict(_sub(flat, "G_ema"))
+        self.FD.load_state_dict(_sub(flat, "FD"))
+        self.VD.load_state_dict(_sub(flat, "VD"))
+        _load_opt(self.opt_g, "opt_g", flat)
+        _load_opt(self.opt_d, "opt_d", flat)
+        return int(flat["step"].item())
+
+    def state(self, step: int) -> dict[str, torch.Tensor]:
         flat = {"step": torch.tensor(step)}
-        for prefix, obj in (("G", G), ("G_ema", G_ema), ("FD", FD), ("VD", VD),
-                            ("opt_g", opt_g), ("opt_d", opt_d)):
+        for prefix, obj in (("G", self.G), ("G_ema", self.G_ema), ("FD", self.FD),
+                            ("VD", self.VD), ("opt_g", self.opt_g), ("opt_d", self.opt_d)):
             flat.update(_flat_state(prefix, obj))
-        path = run / f"checkpoint-{step:07d}.safetensors"
-        atomic_write(path, lambda tmp: save_file(flat, str(tmp)))
-        save_generator(G_ema, run / "generator.safetensors", {"step": str(step)})
-        for old in sorted(run.glob("checkpoint-*.safetensors"))[:-2]:
-            old.unlink()
+        return flat
 
-    for step in range(start, cfg.steps):
-        b = data.batch(step, cfg.batch_size)
+    def step(self, step: int) -> dict[str, torch.Tensor]:
+        """One step (data, generator, discriminators, EMA); returns its losses (tensors)."""
+        cfg, device = self.cfg, self.device
+        G, FD, VD = self.G, self.FD, self.VD
+        b = self.data.batch(step, cfg.batch_size)
         tokens, wrong = b.tokens.to(device), b.wrong_tokens.to(device)
         z, times = b.z.to(device), b.times.to(device)
         real, cov = b.frames.to(device), b.coverage.to(device)
-        bsz, nt = times.shape
+        nt = times.shape[1]
         rep = lambda x: x.repeat_interleave(nt, dim=0)  # noqa: E731
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
         # Generator step. Reconstruction alone first; the adversarial terms ramp in later.
         adv_w = cfg.adv_weight * min(1.0, max(0.0, (step - cfg.adv_start) / max(cfg.adv_ramp, 1)))
@@ -201,24 +201,62 @@ def train(cfg: TrainConfig, resume: str | None = None, dry_run: bool = False) ->
         # Squared error: its optimum for an uncertain position is a blurred blob (the mean),
         # which sharpens as the position is learnt. (L1's optimum, the median, is plain
         # background: with it the model sat on a plateau for the first few hundred steps.)
-        rec = ((fake.float() - real).square() * (1 + cfg.shape_weight * cov)).mean()
+        near = _box_mask(b, real.shape[-1]).to(device) if cfg.weight_box else cov
+        rec = ((fake.float() - real).square() * (1 + cfg.shape_weight * near)).mean()
         pose_err = (pose.float() - (b.centres.to(device) * 2 - 1)).square().mean()
         loss_g = cfg.rec_weight * rec + cfg.pose_weight * pose_err + adv_w * adv
-        opt_g.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        opt_g.step()
+        self.opt_g.step()
 
-        # Discriminator step.
         loss_d = torch.zeros((), device=device)
         if train_d:
-            loss_d = _d_step(cfg, step, FD, VD, opt_d, real, fake.detach(), times, tokens, wrong,
-                             autocast, rep)
+            loss_d = _d_step(cfg, step, FD, VD, self.opt_d, real, fake.detach(), times, tokens,
+                             wrong, autocast, rep)
 
+        beta = 0.5 ** (1.0 / cfg.ema_halflife_steps)
         with torch.no_grad():
-            for pe, p in zip(G_ema.parameters(), G.parameters()):
+            for pe, p in zip(self.G_ema.parameters(), G.parameters()):
                 pe.lerp_(p, 1 - beta)
+        return {"rec": rec, "pose": pose_err, "adv": adv, "d": loss_d}
 
-        for k, v in (("rec", rec), ("pose", pose_err), ("adv", adv), ("d", loss_d)):
+
+def train(cfg: TrainConfig, resume: str | None = None, dry_run: bool = False) -> Path:
+    """Train; returns the run folder. ``resume``: a run folder or checkpoint file."""
+    tr = Trainer.create(cfg)
+    start = 0
+    if resume:
+        rp = Path(resume)
+        ckpt = latest_checkpoint(rp) if rp.is_dir() else rp
+        if ckpt is None or not ckpt.is_file():
+            raise FileNotFoundError(f"no checkpoint to resume from in {resume}")
+        run = ckpt.parent
+        start = tr.load(load_file(str(ckpt)))
+        (run / f"config-from-{start:07d}.json").write_text(cfg.to_json() + "\n")
+        log(f"resumed {ckpt} at step {start}")
+    else:
+        run = new_run_dir(cfg.run_dir, cfg.name)
+        (run / "config.json").write_text(cfg.to_json() + "\n")
+    n_g = sum(p.numel() for p in tr.G.parameters())
+    log(f"run {run} | device {tr.device} | generator {n_g / 1e6:.2f}M params | "
+        f"{cfg.steps} steps of {cfg.batch_size} clips x {cfg.frames_per_clip} frames")
+    if dry_run:
+        return run
+
+    t_start, step_start = time.time(), start
+    stats: dict[str, float] = {}
+
+    def save(step: int) -> None:
+        flat = tr.state(step)
+        path = run / f"checkpoint-{step:07d}.safetensors"
+        atomic_write(path, lambda tmp: save_file(flat, str(tmp)))
+        save_generator(tr.G_ema, run / "generator.safetensors", {"step": str(step)})
+        for old in sorted(run.glob("checkpoint-*.safetensors"))[:-2]:
+            old.unlink()
+
+    for step in range(start, cfg.steps):
+        losses = tr.step(step)
+        for k, v in losses.items():
             stats[k] = stats.get(k, 0.0) + float(v.detach())
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
@@ -238,8 +276,19 @@ def train(cfg: TrainConfig, resume: str | None = None, dry_run: bool = False) ->
         if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
             from t2v_rt.train.samples import write_samples
 
-            write_samples(G_ema, run / f"samples-{done:07d}.mp4", device)
+            write_samples(tr.G_ema, run / f"samples-{done:07d}.mp4", tr.device)
     return run
+
+
+def _box_mask(b, size: int, margin: float = 2.0) -> torch.Tensor:
+    """[B, T, 1, S, S]: 1 inside each frame's shape bounding box grown by ``margin`` pixels."""
+    side = torch.tensor([spec.SIZES[sc.size] for sc in b.scenes], dtype=torch.float32)
+    half = (side / 2 + margin / size).view(-1, 1, 1, 1)                 # [B, 1, 1, 1]
+    c = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    cx, cy = b.centres[..., 0, None], b.centres[..., 1, None]           # [B, T, 1]
+    in_x = (c.view(1, 1, -1) - cx).abs() <= half.view(-1, 1, 1)          # [B, T, S]
+    in_y = (c.view(1, 1, -1) - cy).abs() <= half.view(-1, 1, 1)
+    return (in_y.unsqueeze(-1) & in_x.unsqueeze(-2)).unsqueeze(2).float()
 
 
 def _d_step(cfg, step, FD, VD, opt_d, real, fake, times, tokens, wrong, autocast, rep):
