@@ -77,8 +77,8 @@ class UpConvAct(nn.Module):
 
     The positional bias is a 3x3 conv of the pixel coordinates relative to the frame's pose
     (CoordConv, Liu et al. 2018): a constant [K, 2H, 2W] map for the coordinates, plus a
-    per-sample, per-channel shift for the pose (the conv is linear), which the caller adds to
-    ``shift``. Drawing a shape at a position is then translating coordinates, not something
+    per-sample, per-channel shift for the pose (the conv is linear), folded into the epilogue's
+    addend by :meth:`epilogue`. Drawing a shape at a position is then translating coordinates, not something
     plain convolutions must discover (they learn it very slowly).
     """
 
