@@ -21,13 +21,7 @@ FPS = 15
 TIMES = torch.arange(2 * FPS, dtype=torch.float64) / FPS  # 2 s: one slow cycle, two fast
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread is faster than two and leaves a core to other work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_scenes(n: int, seed: int) -> list[Scene]:

@@ -24,12 +24,7 @@ from t2v_rt.world import spec
 from t2v_rt.world.render import render
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def altered(change) -> callable:

@@ -118,20 +118,25 @@ def _motion(cx: torch.Tensor, cy: torch.Tensor) -> str | None:
     return "diagonal" if corr > DIAGONAL_CORR else "circle"
 
 
-def _speed(t: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor) -> str | None:
-    """The contract speed whose period best fits the centre track, by least squares."""
-    if len(t) < 4:
-        return None
+def _period_residuals(t: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor) -> dict[str, float]:
+    """Per contract speed: least-squares residual of the sinusoid ``[1, sin 2 pi t / P,
+    cos 2 pi t / P]`` of its period fitted to the centre track."""
     t, target = t.double(), torch.stack([cx, cy], 1).double()       # [N], [N, 2]
-    best, best_res = None, math.inf
+    out = {}
     for name, period in spec.SPEEDS.items():
         w = 2 * math.pi * t / period
         basis = torch.stack([torch.ones_like(w), torch.sin(w), torch.cos(w)], 1)  # [N, 3]
         coef = torch.linalg.lstsq(basis, target).solution
-        res = float(((basis @ coef - target) ** 2).sum())
-        if res < best_res:
-            best, best_res = name, res
-    return best
+        out[name] = float(((basis @ coef - target) ** 2).sum())
+    return out
+
+
+def _speed(t: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor) -> str | None:
+    """The contract speed whose period best fits the centre track, by least squares."""
+    if len(t) < 4:
+        return None
+    res = _period_residuals(t, cx, cy)
+    return min(res, key=res.get)
 
 
 def _background(video: torch.Tensor) -> torch.Tensor:
@@ -313,18 +318,12 @@ def features(m: Measurement) -> torch.Tensor:
 
 
 def _period_fit(t: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor) -> float:
-    """(r_slow - r_fast) / (r_slow + r_fast) of the sinusoid fits in :func:`_speed`: +1 fits
-    the fast period only, -1 the slow one only, 0 neither better (a still shape)."""
+    """(r_slow - r_fast) / (r_slow + r_fast) of :func:`_period_residuals`: +1 fits the fast
+    period only, -1 the slow one only, 0 neither better (a still shape)."""
     if len(t) < 4:
         return 0.0
-    res = []
-    target = torch.stack([cx, cy], 1).double()
-    for period in (spec.SPEEDS["slow"], spec.SPEEDS["fast"]):
-        w = 2 * math.pi * t.double() / period
-        basis = torch.stack([torch.ones_like(w), torch.sin(w), torch.cos(w)], 1)
-        coef = torch.linalg.lstsq(basis, target).solution
-        res.append(float(((basis @ coef - target) ** 2).sum()))
-    return (res[0] - res[1]) / max(res[0] + res[1], 1e-9)
+    res = _period_residuals(t, cx, cy)
+    return (res["slow"] - res["fast"]) / max(res["slow"] + res["fast"], 1e-9)
 
 
 def flicker(m: Measurement) -> dict[str, float] | None:
