@@ -38,7 +38,8 @@ def test_shapes(gen):
 def test_blocks_are_upsample_conv_act_modules(gen):
     assert len(gen.blocks) == 4
     x = torch.randn(2, 128, 4, 4)
-    assert gen.blocks[0](x, torch.zeros(2, 128), torch.zeros(2, 128)).shape == (2, 128, 8, 8)
+    pose = torch.rand(2, 2) * 2 - 1
+    assert gen.blocks[0](x, torch.ones(2, 128), torch.zeros(2, 128), pose).shape == (2, 128, 8, 8)
 
 
 def video(gen, prompt, seed, t):
@@ -84,3 +85,28 @@ def test_padding_does_not_change_the_text_embedding(gen):
         full = gen.encode_text(tok)
         short = gen.encode_text(tok[:, :3])
     torch.testing.assert_close(full, short, atol=1e-5, rtol=0)
+
+
+def test_attribute_code_round_trips_and_is_a_hard_choice(gen):
+    from t2v_rt.model.generator import (
+        CODE_DIM,
+        attribute_code,
+        code_from_logits,
+        code_loss,
+    )
+
+    attrs = [{"shape": "triangle", "colour": "orange", "size": "small", "motion": "circle",
+              "speed": "fast", "background": "gray"},
+             {"shape": "circle", "colour": "red", "size": "large", "motion": "still",
+              "speed": "slow", "background": "black"}]
+    code = attribute_code(attrs)
+    assert code.shape == (2, CODE_DIM) and code.sum(1).tolist() == [6, 6]
+    torch.testing.assert_close(code_from_logits(code * 5 + torch.rand(2, CODE_DIM)), code)
+    assert float(code_loss(code * 50, code)) < 1e-6 < float(code_loss(-code * 50, code))
+    # Inference takes the choice head's one-hot code; a forced code overrides it.
+    tok, z = tokens("a red ball", "a red ball"), torch.randn(2, LATENT_DIM)
+    with torch.no_grad():
+        text = gen.encode_text(tok)
+        chosen = code_from_logits(gen.choice_logits(text, z))
+        torch.testing.assert_close(gen.style(text, z), gen.style(text, z, chosen))
+        assert not torch.allclose(gen.style(text, z), gen.style(text, z, code))

@@ -68,7 +68,7 @@ def test_box_weight_covers_each_shape_and_its_bounding_box():
     from t2v_rt.world.dataset import ShapesClips
 
     b = ShapesClips(seed=3).batch(0, 12)
-    box = _box_mask(b, 64)
+    box = _box_mask(b.scenes, b.centres, 64)
     assert box.shape == b.coverage.shape
     assert bool((box >= (b.coverage > 0).float()).all())          # every shape pixel is inside
     for i, scene in enumerate(b.scenes):
@@ -76,3 +76,19 @@ def test_box_weight_covers_each_shape_and_its_bounding_box():
         area = box[i].sum((1, 2, 3))                                # whole pixels in it
         assert bool((area <= math.ceil(side) ** 2).all()), (area, side)
         assert bool((area >= math.floor(side) ** 2).all()), (area, side)
+
+
+def test_target_rendered_at_a_pose_is_the_clip_moved_there():
+    from t2v_rt.train.loop import _render_at
+    from t2v_rt.world.dataset import ShapesClips
+
+    b = ShapesClips(seed=5).batch(0, 6)
+    frames, cov = _render_at(b.scenes, b.centres, 64)
+    torch.testing.assert_close(frames, b.frames)          # at the true centre: the clip itself
+    torch.testing.assert_close(cov, b.coverage)
+    moved, _ = _render_at(b.scenes, b.centres + torch.tensor([3 / 64, 0.0]), 64)
+    # Three whole pixels to the right: the same picture, shifted (a sub-sample on a boundary
+    # may round the other way).
+    diff = (moved[..., 3:] - b.frames[..., :-3]).abs()
+    assert float(diff.mean()) < 1e-3 and float(diff.max()) < 0.5
+    assert float((moved - b.frames).abs().mean()) > 1e-2           # and it did move

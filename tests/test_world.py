@@ -166,3 +166,21 @@ def test_dataset_is_deterministic_and_never_yields_held_out_pairs():
             assert not spec.is_held_out(sc.colour, sc.shape), text
             given = parse_prompt(text).attributes
             assert not spec.is_held_out(given["colour"], given["shape"])
+
+
+def test_choice_captions_complete_as_the_world_does():
+    from t2v_rt.text.grammar import VOCAB
+
+    data = ShapesClips(seed=3)
+    tokens, z, attrs = data.choices(7, 64)
+    again = data.choices(7, 64)
+    assert torch.equal(tokens, again[0]) and torch.equal(z, again[1]) and attrs == again[2]
+    assert tokens.shape[0] == z.shape[0] == len(attrs) == 64
+    omitted = 0
+    for tok, zz, full in zip(tokens, z, attrs):
+        words = [VOCAB[i] for i in tok.tolist() if i]
+        given = parse_prompt(" ".join(words)).attributes
+        assert Scene.complete(given, zz).attributes() == full
+        assert not spec.is_held_out(full["colour"], full["shape"])
+        omitted += sum(v is None for v in given.values())
+    assert omitted > 64          # about half of the attributes are left to the latent

@@ -3,11 +3,19 @@
 Losses of the generator, per clip of ``frames_per_clip`` frames at random times:
 - adversarial, against a text-aware frame discriminator and a text-aware video discriminator
   (non-saturating, R1 on real data, mismatched captions as negatives);
-- reconstruction: the per-video latent ``z`` also drives the contract renderer (see
-  ``world.scene``), so each generated clip has a paired rendered clip; a squared-error loss,
-  weighted up on the shape's pixels, pulls it there, and the generator's pose (the origin
-  of its coordinate bias) is pulled to the shape's true centre, which the renderer knows. This is what makes a CPU-trainable model follow
-  every word of the prompt; the adversarial terms keep frames sharp and motion plausible.
+- choice: the per-video latent ``z`` also drives the contract renderer (see ``world.scene``),
+  which knows every attribute of the clip, the left-out ones included; a cross-entropy pulls
+  the generator's choice head to them, and the synthesis is fed the true one-hot code
+  (teacher forcing);
+- pose: the generator's pose (the origin of its coordinate bias) is pulled to the shape's
+  true centre;
+- reconstruction: a squared error against the clip rendered with the true attributes at the
+  generator's own (detached) pose, weighted up on the shape's bounding box. Rendering the
+  target where the generator put the shape keeps the loss about the shape's appearance: a
+  target at the true centre would make a blurred shape the optimum of any pose error.
+
+This is what makes a CPU-trainable model follow every word of the prompt; the adversarial
+terms keep frames sharp and motion plausible.
 """
 
 from __future__ import annotations
@@ -31,10 +39,11 @@ from t2v_rt.model.discriminators import (
     g_loss,
     r1_penalty,
 )
-from t2v_rt.model.generator import Generator
+from t2v_rt.model.generator import Generator, attribute_code, code_loss
 from t2v_rt.model.io import atomic_write, save_generator
 from t2v_rt.world import spec
 from t2v_rt.world.dataset import ShapesClips
+from t2v_rt.world.render import render_frames
 
 
 @dataclass
@@ -53,7 +62,12 @@ class TrainConfig:
     # a weight on the shape's pixels alone makes a covering blob the cheap answer for every
     # shape (a triangle fills half its box).
     weight_box: bool = True
-    pose_weight: float = 1.0       # the generator's pose is pulled to the shape's true centre
+    pose_weight: float = 10.0      # the generator's pose is pulled to the shape's true centre
+    choice_weight: float = 1.0     # cross-entropy of the choice head
+    choice_batch: int = 256        # extra captions per step for the choice head alone (0: none)
+    align_target: bool = True      # render the reconstruction target at the generator's pose
+    lr_decay_steps: int = 0        # the last this many steps decay the learning rates linearly
+    lr_final_ratio: float = 0.1    # to this share of lr_g / lr_d
     adv_weight: float = 0.05
     adv_start: int = 2500          # adversarial terms join here, ramped in over adv_ramp steps
     adv_ramp: int = 500
@@ -185,6 +199,14 @@ class Trainer:
         real, cov = b.frames.to(device), b.coverage.to(device)
         nt = times.shape[1]
         rep = lambda x: x.repeat_interleave(nt, dim=0)  # noqa: E731
+        code = attribute_code([sc.attributes() for sc in b.scenes]).to(device)
+        ratio = 1.0
+        if cfg.lr_decay_steps > 0:
+            into = (step - (cfg.steps - cfg.lr_decay_steps)) / cfg.lr_decay_steps
+            ratio = 1 - (1 - cfg.lr_final_ratio) * min(1.0, max(0.0, into))
+        for opt, lr in ((self.opt_g, cfg.lr_g), (self.opt_d, cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * ratio
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
         # Generator step. Reconstruction alone first; the adversarial terms ramp in later.
@@ -194,17 +216,31 @@ class Trainer:
         FD.requires_grad_(False)
         VD.requires_grad_(False)
         with autocast:
-            fake, pose = G.forward_with_pose(tokens, z, times)
+            fake, pose = G.forward_with_pose(tokens, z, times, code)
+            logits = G.choice_logits(G.encode_text(tokens), z)
+            choice = code_loss(logits, code)
+            if cfg.choice_batch:
+                # Left-out attributes are picked by thresholds on z; the clip batch holds a
+                # couple per attribute, so the choice head also reads captions without clips.
+                c_tok, c_z, c_attrs = self.data.choices(step, cfg.choice_batch)
+                c_logits = G.choice_logits(G.encode_text(c_tok.to(device)), c_z.to(device))
+                choice = (choice + code_loss(c_logits, attribute_code(c_attrs).to(device))) / 2
             adv = torch.zeros((), device=device)
             if adv_w > 0:
                 adv = g_loss(FD(fake.flatten(0, 1), rep(tokens))) + g_loss(VD(fake, times, tokens))
         # Squared error: its optimum for an uncertain position is a blurred blob (the mean),
         # which sharpens as the position is learnt. (L1's optimum, the median, is plain
         # background: with it the model sat on a plateau for the first few hundred steps.)
-        near = _box_mask(b, real.shape[-1]).to(device) if cfg.weight_box else cov
-        rec = ((fake.float() - real).square() * (1 + cfg.shape_weight * near)).mean()
+        size = real.shape[-1]
+        target, centres = real, b.centres
+        if cfg.align_target:
+            centres = ((pose.detach().float().cpu() + 1) / 2).clamp(-0.5, 1.5)
+            target, cov = (x.to(device) for x in _render_at(b.scenes, centres, size))
+        near = _box_mask(b.scenes, centres, size).to(device) if cfg.weight_box else cov
+        rec = ((fake.float() - target).square() * (1 + cfg.shape_weight * near)).mean()
         pose_err = (pose.float() - (b.centres.to(device) * 2 - 1)).square().mean()
-        loss_g = cfg.rec_weight * rec + cfg.pose_weight * pose_err + adv_w * adv
+        loss_g = (cfg.rec_weight * rec + cfg.pose_weight * pose_err + cfg.choice_weight * choice
+                  + adv_w * adv)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -218,7 +254,7 @@ class Trainer:
         with torch.no_grad():
             for pe, p in zip(self.G_ema.parameters(), G.parameters()):
                 pe.lerp_(p, 1 - beta)
-        return {"rec": rec, "pose": pose_err, "adv": adv, "d": loss_d}
+        return {"rec": rec, "pose": pose_err, "choice": choice, "adv": adv, "d": loss_d}
 
 
 def train(cfg: TrainConfig, resume: str | None = None, dry_run: bool = False) -> Path:
@@ -267,6 +303,7 @@ def train(cfg: TrainConfig, resume: str | None = None, dry_run: bool = False) ->
                 f.write(json.dumps({"step": done, "steps_per_s": rate,
                                     **{k: v / n for k, v in stats.items()}}) + "\n")
             log(f"step {done}/{cfg.steps} | G rec {stats['rec'] / n:.4f} pose {stats['pose'] / n:.4f}"
+                f" choice {stats['choice'] / n:.4f}"
                 f" adv {stats['adv'] / n:.3f}"
                 f" | D {stats['d'] / n:.3f} | {rate:.2f} steps/s | ETA "
                 f"{int(eta // 3600)}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d}")
@@ -280,12 +317,23 @@ def train(cfg: TrainConfig, resume: str | None = None, dry_run: bool = False) ->
     return run
 
 
-def _box_mask(b, size: int, margin: float = 2.0) -> torch.Tensor:
-    """[B, T, 1, S, S]: 1 inside each frame's shape bounding box grown by ``margin`` pixels."""
-    side = torch.tensor([spec.SIZES[sc.size] for sc in b.scenes], dtype=torch.float32)
+def _render_at(scenes, centres: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scenes' clips with the shape at ``centres`` [B, T, 2] (frame units): frames
+    [B, T, 3, S, S] in [-1, 1] and coverage [B, T, 1, S, S]."""
+    nb, nt = centres.shape[:2]
+    rep = lambda attr: [getattr(sc, attr) for sc in scenes for _ in range(nt)]  # noqa: E731
+    frames, cov = render_frames(rep("shape"), rep("colour"), rep("size"), rep("background"),
+                                centres[..., 0].reshape(-1), centres[..., 1].reshape(-1), size)
+    return (frames * 2 - 1).view(nb, nt, 3, size, size), cov.view(nb, nt, 1, size, size)
+
+
+def _box_mask(scenes, centres: torch.Tensor, size: int, margin: float = 2.0) -> torch.Tensor:
+    """[B, T, 1, S, S]: 1 inside each frame's shape bounding box, centred at ``centres``
+    [B, T, 2] (frame units), grown by ``margin`` pixels."""
+    side = torch.tensor([spec.SIZES[sc.size] for sc in scenes], dtype=torch.float32)
     half = (side / 2 + margin / size).view(-1, 1, 1, 1)                 # [B, 1, 1, 1]
     c = (torch.arange(size, dtype=torch.float32) + 0.5) / size
-    cx, cy = b.centres[..., 0, None], b.centres[..., 1, None]           # [B, T, 1]
+    cx, cy = centres[..., 0, None], centres[..., 1, None]               # [B, T, 1]
     in_x = (c.view(1, 1, -1) - cx).abs() <= half.view(-1, 1, 1)          # [B, T, S]
     in_y = (c.view(1, 1, -1) - cy).abs() <= half.view(-1, 1, 1)
     return (in_y.unsqueeze(-1) & in_x.unsqueeze(-2)).unsqueeze(2).float()

@@ -49,6 +49,21 @@ class ShapesClips:
         times = torch.tensor([t0] + [t0 + o for o in offsets], dtype=torch.float64)
         return scene, text, z, times
 
+    def choices(self, index: int, n: int, p_omit: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, str]]]:
+        """Captions without clips, for the generator's choice head: token ids [n, L], latents
+        [n, Z] and the attributes the world completes them to (left-out ones picked by ``z``).
+        A pure function of (seed, index); each attribute is left out with ``p_omit``."""
+        rng = random.Random(f"{self.seed}:choices:{index}")
+        gen = torch.Generator().manual_seed(hash((self.seed, index, 1)) & 0x7FFFFFFF)
+        prompts, zs, attrs = [], [], []
+        for _ in range(n):
+            given = sample_attributes(rng, p_omit)
+            z = torch.randn(LATENT_DIM, generator=gen)
+            prompts.append(parse_prompt(caption(given, rng if rng.random() < 0.7 else None)))
+            zs.append(z)
+            attrs.append(Scene.complete(given, z).attributes())
+        return encode_tokens(prompts), torch.stack(zs), attrs
+
     def batch(self, index: int, batch_size: int) -> Batch:
         rng = random.Random(f"{self.seed}:{index}")
         gen = torch.Generator().manual_seed(hash((self.seed, index)) & 0x7FFFFFFF)
