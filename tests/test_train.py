@@ -79,14 +79,13 @@ def test_box_weight_covers_each_shape_and_its_bounding_box():
 
 
 def test_target_rendered_at_a_pose_is_the_clip_moved_there():
-    from t2v_rt.train.loop import _render_at
-    from t2v_rt.world.dataset import ShapesClips
+    from t2v_rt.world.dataset import ShapesClips, render_clips
 
     b = ShapesClips(seed=5).batch(0, 6)
-    frames, cov = _render_at(b.scenes, b.centres, 64)
+    frames, cov = render_clips(b.scenes, b.centres, 64)
     torch.testing.assert_close(frames, b.frames)          # at the true centre: the clip itself
     torch.testing.assert_close(cov, b.coverage)
-    moved, _ = _render_at(b.scenes, b.centres + torch.tensor([3 / 64, 0.0]), 64)
+    moved, _ = render_clips(b.scenes, b.centres + torch.tensor([3 / 64, 0.0]), 64)
     # Three whole pixels to the right: the same picture, shifted (a sub-sample on a boundary
     # may round the other way).
     diff = (moved[..., 3:] - b.frames[..., :-3]).abs()

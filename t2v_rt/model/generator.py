@@ -263,11 +263,11 @@ class Generator(nn.Module):
         """tokens [B, L], z [B, Z], t [B, T] -> frames [B, T, 3, R, R]."""
         return self.forward_with_pose(tokens, z, t)[0]
 
-    def forward_with_pose(self, tokens: torch.Tensor, z: torch.Tensor, t: torch.Tensor,
-                          code: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_pose(self, tokens: torch.Tensor, z: torch.Tensor,
+                          t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens [B, L], z [B, Z], t [B, T] -> frames [B, T, 3, R, R], pose [B, T, 2]."""
         b, nt = t.shape
-        w = self.style(self.encode_text(tokens), z, code)
+        w = self.style(self.encode_text(tokens), z)
         w = w.repeat_interleave(nt, dim=0)
         frames, pose = self.synthesize_with_pose(w, t.reshape(-1))
         return frames.view(b, nt, *frames.shape[1:]), pose.view(b, nt, 2)

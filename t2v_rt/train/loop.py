@@ -42,8 +42,7 @@ from t2v_rt.model.discriminators import (
 from t2v_rt.model.generator import Generator, attribute_code, code_loss
 from t2v_rt.model.io import atomic_write, save_generator
 from t2v_rt.world import spec
-from t2v_rt.world.dataset import ShapesClips
-from t2v_rt.world.render import render_frames
+from t2v_rt.world.dataset import ShapesClips, render_clips
 
 
 @dataclass
@@ -216,8 +215,11 @@ class Trainer:
         FD.requires_grad_(False)
         VD.requires_grad_(False)
         with autocast:
-            fake, pose = G.forward_with_pose(tokens, z, times, code)
-            logits = G.choice_logits(G.encode_text(tokens), z)
+            text = G.encode_text(tokens)
+            logits = G.choice_logits(text, z)
+            w = rep(G.style(text, z, code))      # the synthesis gets the true code
+            fake, pose = G.synthesize_with_pose(w, times.reshape(-1))
+            fake, pose = fake.unflatten(0, (-1, nt)), pose.unflatten(0, (-1, nt))
             choice = code_loss(logits, code)
             if cfg.choice_batch:
                 # Left-out attributes are picked by thresholds on z; the clip batch holds a
@@ -235,7 +237,7 @@ class Trainer:
         target, centres = real, b.centres
         if cfg.align_target:
             centres = ((pose.detach().float().cpu() + 1) / 2).clamp(-0.5, 1.5)
-            target, cov = (x.to(device) for x in _render_at(b.scenes, centres, size))
+            target, cov = (x.to(device) for x in render_clips(b.scenes, centres, size))
         near = _box_mask(b.scenes, centres, size).to(device) if cfg.weight_box else cov
         rec = ((fake.float() - target).square() * (1 + cfg.shape_weight * near)).mean()
         pose_err = (pose.float() - (b.centres.to(device) * 2 - 1)).square().mean()
@@ -315,16 +317,6 @@ def train(cfg: TrainConfig, resume: str | None = None, dry_run: bool = False) ->
 
             write_samples(tr.G_ema, run / f"samples-{done:07d}.mp4", tr.device)
     return run
-
-
-def _render_at(scenes, centres: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The scenes' clips with the shape at ``centres`` [B, T, 2] (frame units): frames
-    [B, T, 3, S, S] in [-1, 1] and coverage [B, T, 1, S, S]."""
-    nb, nt = centres.shape[:2]
-    rep = lambda attr: [getattr(sc, attr) for sc in scenes for _ in range(nt)]  # noqa: E731
-    frames, cov = render_frames(rep("shape"), rep("colour"), rep("size"), rep("background"),
-                                centres[..., 0].reshape(-1), centres[..., 1].reshape(-1), size)
-    return (frames * 2 - 1).view(nb, nt, 3, size, size), cov.view(nb, nt, 1, size, size)
 
 
 def _box_mask(scenes, centres: torch.Tensor, size: int, margin: float = 2.0) -> torch.Tensor:

@@ -27,6 +27,17 @@ class Batch:
     captions: list[str]
 
 
+def render_clips(scenes: list[Scene], centres: torch.Tensor,
+                 size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips of ``scenes`` with the shape at ``centres`` [B, T, 2] (frame units): frames
+    [B, T, 3, S, S] in [-1, 1] and the shape's coverage [B, T, 1, S, S]."""
+    nb, nt = centres.shape[:2]
+    rep = lambda attr: [getattr(sc, attr) for sc in scenes for _ in range(nt)]  # noqa: E731
+    frames, cov = render_frames(rep("shape"), rep("colour"), rep("size"), rep("background"),
+                                centres[..., 0].reshape(-1), centres[..., 1].reshape(-1), size)
+    return (frames * 2 - 1).view(nb, nt, 3, size, size), cov.view(nb, nt, 1, size, size)
+
+
 class ShapesClips:
     """An endless, seeded stream of captioned clips: ``batch(i)`` is a pure function of (seed, i)."""
 
@@ -69,20 +80,16 @@ class ShapesClips:
         gen = torch.Generator().manual_seed(hash((self.seed, index)) & 0x7FFFFFFF)
         items = [self.sample(rng, gen) for _ in range(batch_size)]
         scenes, texts, zs, times = zip(*items)
-        t = self.frames_per_clip
-        cx, cy = zip(*(s.centre(tt) for s, tt in zip(scenes, times)))
-        rep = lambda attr: [getattr(s, attr) for s in scenes for _ in range(t)]  # noqa: E731
-        frames, cov = render_frames(rep("shape"), rep("colour"), rep("size"), rep("background"),
-                                    torch.cat(cx), torch.cat(cy), self.size)
-        s = self.size
+        centres = torch.stack([torch.stack(sc.centre(tt), dim=-1) for sc, tt in zip(scenes, times)])
+        frames, cov = render_clips(scenes, centres, self.size)
         tokens = encode_tokens([parse_prompt(x) for x in texts])
         return Batch(
             tokens=tokens,
             z=torch.stack(zs),
             times=torch.stack(times),
-            frames=(frames * 2 - 1).view(batch_size, t, 3, s, s),
-            coverage=cov.view(batch_size, t, 1, s, s),
-            centres=torch.stack([torch.cat(cx), torch.cat(cy)], dim=1).float().view(batch_size, t, 2),
+            frames=frames,
+            coverage=cov,
+            centres=centres.float(),
             wrong_tokens=tokens.roll(1, dims=0),
             scenes=list(scenes),
             captions=list(texts),
