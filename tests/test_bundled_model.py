@@ -54,3 +54,22 @@ def test_a_small_eval_reproduces_the_model_card():
     assert not misses, misses
     # Frames at t = 600 s are computed as exactly as at t = 0: the same attributes come back.
     assert result["long_run"]["same_attributes"] >= card["long_run"]["same_attributes"] - 0.05
+
+
+def test_the_bundled_model_reads_what_every_eval_prompt_names():
+    """The text encoder names exactly what the parser reads, held-out pairs included: the
+    card's 600 prompts (canonical, paraphrased, partial)."""
+    from t2v_rt.model.generator import NAMED_SLICES, named_code, one_hot_groups
+    from t2v_rt.model.io import load_generator
+    from t2v_rt.text.grammar import encode_tokens, parse_prompt
+
+    card = json.loads(CARD.read_text())
+    samples = contract_samples(card["samples"], seed=card["seed"])
+    assert sum(s.held_out for s in samples) > 100
+    g = load_generator()
+    with torch.no_grad():
+        read = one_hot_groups(g.encode_text(encode_tokens([parse_prompt(s.prompt) for s in samples])),
+                              NAMED_SLICES)
+    wrong = [s.prompt for s, r, t in zip(samples, read, named_code([s.target for s in samples]))
+             if not torch.equal(r, t)]
+    assert not wrong, wrong[:5]

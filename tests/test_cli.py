@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import av
 import pytest
+import torch
 
 CMD = [sys.executable, "-m", "t2v_rt"]
 PROMPT = "a large red circle moving left and right slowly"
@@ -185,3 +186,18 @@ def test_eval_reference_scores_the_renderer():
     assert "100.0%" in table and "@600s" not in table
     bad = run("eval", "--reference", "--model", "x.safetensors")
     assert bad.returncode == 2 and b"--reference" in bad.stderr and b"Traceback" not in bad.stderr
+
+
+def test_weights_of_another_generator_are_one_line_and_exit_2(tmp_path):
+    """Weights saved by an older generator (other modules, other shapes): a clear error."""
+    from safetensors.torch import save_file
+
+    from t2v_rt.model import Generator, ModelConfig
+
+    g = Generator(ModelConfig())
+    state = {k: v for k, v in g.state_dict().items() if not k.startswith("to_alpha")}
+    state["to_rgb.weight"] = torch.randn(3, 16, 3, 3)
+    save_file(state, str(tmp_path / "old.safetensors"))
+    (tmp_path / "old.json").write_text(g.cfg.to_json())
+    proc = run("stream", PROMPT, "--frames", "1", "--model", str(tmp_path / "old.safetensors"))
+    assert_one_clean_line(proc, "do not fit this version's generator")

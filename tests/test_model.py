@@ -15,6 +15,12 @@ def gen():
     g = Generator(ModelConfig()).eval()
     # Non-zero modulation, so the per-sample scale/shift path is exercised too.
     torch.nn.init.normal_(g.modulation.weight, std=0.05)
+    # A moving pose, word votes and distinct palette colours (they start at zero, as the
+    # modulation does).
+    torch.nn.init.normal_(g.pose_motion.weight, std=0.05)
+    torch.nn.init.normal_(g.text.votes.weight, std=0.05)
+    torch.nn.init.normal_(g.palette.weight)
+    torch.nn.init.normal_(g.backdrop.weight)
     return g
 
 
@@ -90,9 +96,11 @@ def test_padding_does_not_change_the_text_embedding(gen):
 def test_attribute_code_round_trips_and_is_a_hard_choice(gen):
     from t2v_rt.model.generator import (
         CODE_DIM,
+        CODE_SLICES,
+        NAMED_DIM,
         attribute_code,
         code_from_logits,
-        code_loss,
+        grouped_cross_entropy,
     )
 
     attrs = [{"shape": "triangle", "colour": "orange", "size": "small", "motion": "circle",
@@ -101,12 +109,57 @@ def test_attribute_code_round_trips_and_is_a_hard_choice(gen):
               "speed": "slow", "background": "black"}]
     code = attribute_code(attrs)
     assert code.shape == (2, CODE_DIM) and code.sum(1).tolist() == [6, 6]
+    assert NAMED_DIM == CODE_DIM + 6
     torch.testing.assert_close(code_from_logits(code * 5 + torch.rand(2, CODE_DIM)), code)
-    assert float(code_loss(code * 50, code)) < 1e-6 < float(code_loss(-code * 50, code))
-    # Inference takes the choice head's one-hot code; a forced code overrides it.
+    def ce(logits):
+        return float(grouped_cross_entropy(logits, code, CODE_SLICES))
+
+    assert ce(code * 50) < 1e-6 < ce(-code * 50)
+    # Inference takes the chosen one-hot code; a forced code overrides it.
     tok, z = tokens("a red ball", "a red ball"), torch.randn(2, LATENT_DIM)
     with torch.no_grad():
         text = gen.encode_text(tok)
-        chosen = code_from_logits(gen.choice_logits(text, z))
+        chosen = gen.choose(text, z)
+        assert chosen.shape == (2, CODE_DIM) and chosen.sum(1).tolist() == [6, 6]
         torch.testing.assert_close(gen.style(text, z), gen.style(text, z, chosen))
         assert not torch.allclose(gen.style(text, z), gen.style(text, z, code))
+
+
+def test_a_named_value_stands_and_left_out_ones_come_from_the_prior():
+    from t2v_rt.model.generator import (
+        CODE_GROUPS,
+        CODE_SLICES,
+        NAMED_SLICES,
+        attribute_code,
+        grouped_cross_entropy,
+        left_out_rows,
+        merge_code,
+        named_code,
+    )
+
+    prompts = [{"shape": "triangle", "colour": "orange", "size": None, "motion": None,
+                "speed": None, "background": "white"},
+               {"shape": None, "colour": None, "size": "large", "motion": "still",
+                "speed": None, "background": None}]
+    named = named_code(prompts)
+    for row, p in zip(named, prompts):
+        for name, values in CODE_GROUPS:
+            g = row[NAMED_SLICES[name]]
+            want = len(values) if p[name] is None else values.index(p[name])
+            assert g.sum() == 1 and int(g.argmax()) == want
+    # The prior picks a full code, a held-out pair and all; only left-out slots take from it.
+    picked = {"shape": "square", "colour": "blue", "size": "small", "motion": "circle",
+              "speed": "fast", "background": "black"}
+    merged = merge_code(named, attribute_code([picked, picked]))
+    want = [{k: p[k] or picked[k] for k in picked} for p in prompts]
+    torch.testing.assert_close(merged, attribute_code(want))
+    rows = left_out_rows(named)
+    assert rows["size"].tolist() == [True, False] and rows["shape"].tolist() == [False, True]
+    # The prior's loss counts only left-out attributes: a prior wrong on named ones costs 0.
+    full = attribute_code(want)
+    wrong_on_named = full * 50
+    for name in ("shape", "colour", "background"):     # named in prompt 0: flip its logits
+        wrong_on_named[0, CODE_SLICES[name]] *= -1
+    for name in ("size", "motion"):                    # named in prompt 1
+        wrong_on_named[1, CODE_SLICES[name]] *= -1
+    assert float(grouped_cross_entropy(wrong_on_named, full, CODE_SLICES, rows)) < 1e-6

@@ -172,14 +172,16 @@ def test_choice_captions_complete_as_the_world_does():
     from t2v_rt.text.grammar import VOCAB
 
     data = ShapesClips(seed=3)
-    tokens, z, attrs = data.choices(7, 64)
+    tokens, z, named, attrs = data.choices(7, 64)
     again = data.choices(7, 64)
-    assert torch.equal(tokens, again[0]) and torch.equal(z, again[1]) and attrs == again[2]
-    assert tokens.shape[0] == z.shape[0] == len(attrs) == 64
+    assert torch.equal(tokens, again[0]) and torch.equal(z, again[1])
+    assert (named, attrs) == (again[2], again[3])
+    assert tokens.shape[0] == z.shape[0] == len(named) == len(attrs) == 64
     omitted = 0
-    for tok, zz, full in zip(tokens, z, attrs):
+    for tok, zz, given_named, full in zip(tokens, z, named, attrs):
         words = [VOCAB[i] for i in tok.tolist() if i]
         given = parse_prompt(" ".join(words)).attributes
+        assert given == given_named
         assert Scene.complete(given, zz).attributes() == full
         assert not spec.is_held_out(full["colour"], full["shape"])
         omitted += sum(v is None for v in given.values())

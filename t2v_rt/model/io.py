@@ -55,5 +55,14 @@ def load_generator(path: str | Path | None = None, device: str | torch.device = 
             "'.safetensors' file saved by 't2v-rt train', or reinstall t2v-rt for the bundled model"
         )
     g = Generator(ModelConfig.load(cfg_path))
-    g.load_state_dict(load_file(str(path)))
+    state = load_file(str(path))
+    want, have = set(g.state_dict()), set(state)
+    wrong = sorted(k for k in want & have if g.state_dict()[k].shape != state[k].shape)
+    if want != have or wrong:
+        diff = sorted(want - have)[:2] + sorted(have - want)[:2] + wrong[:2]
+        raise UsageError(
+            f"model weights {path} do not fit this version's generator (e.g. {', '.join(diff)}); "
+            "retrain them with 't2v-rt train', or leave out --model for the bundled model"
+        )
+    g.load_state_dict(state)
     return g.to(device).eval().requires_grad_(False)

@@ -3,14 +3,16 @@
 Losses of the generator, per clip of ``frames_per_clip`` frames at random times:
 - adversarial, against a text-aware frame discriminator and a text-aware video discriminator
   (non-saturating, R1 on real data, mismatched captions as negatives);
-- choice: the per-video latent ``z`` also drives the contract renderer (see ``world.scene``),
-  which knows every attribute of the clip, the left-out ones included; a cross-entropy pulls
-  the generator's choice head to them, and the synthesis is fed the true one-hot code
-  (teacher forcing);
+- choice: the caption says which attributes it names; the per-video latent ``z`` also drives
+  the contract renderer (see ``world.scene``), which knows every attribute of the clip, the
+  left-out ones included. Cross-entropies pull the generator's text encoder (its reading of
+  the caption) to the first and its prior head to the second, and the synthesis is fed the
+  true one-hot code (teacher forcing);
 - pose: the generator's pose (the origin of its coordinate bias) is pulled to the shape's
   true centre;
 - reconstruction: a squared error against the clip rendered with the true attributes at the
-  generator's own (detached) pose, weighted up on the shape's bounding box. Rendering the
+  generator's own (detached) pose, weighted up on the shape's bounding box, on the frames and
+  on the shape's coverage (the generator's alpha against the renderer's). Rendering the
   target where the generator put the shape keeps the loss about the shape's appearance: a
   target at the true centre would make a blurred shape the optimum of any pose error.
 
@@ -39,7 +41,7 @@ from t2v_rt.model.discriminators import (
     g_loss,
     r1_penalty,
 )
-from t2v_rt.model.generator import Generator, attribute_code, code_loss
+from t2v_rt.model.generator import Generator, attribute_code, named_code
 from t2v_rt.model.io import atomic_write, save_generator
 from t2v_rt.world import spec
 from t2v_rt.world.dataset import ShapesClips, render_clips
@@ -62,8 +64,9 @@ class TrainConfig:
     # shape (a triangle fills half its box).
     weight_box: bool = True
     pose_weight: float = 10.0      # the generator's pose is pulled to the shape's true centre
-    choice_weight: float = 1.0     # cross-entropy of the choice head
-    choice_batch: int = 256        # extra captions per step for the choice head alone (0: none)
+    alpha_weight: float = 1.0      # the same squared error on the coverage (alpha)
+    choice_weight: float = 1.0     # cross-entropy of the text reading and the prior head
+    choice_batch: int = 256        # extra captions per step for those heads alone (0: none)
     align_target: bool = True      # render the reconstruction target at the generator's pose
     lr_decay_steps: int = 0        # the last this many steps decay the learning rates linearly
     lr_final_ratio: float = 0.1    # to this share of lr_g / lr_d
@@ -199,6 +202,7 @@ class Trainer:
         nt = times.shape[1]
         rep = lambda x: x.repeat_interleave(nt, dim=0)  # noqa: E731
         code = attribute_code([sc.attributes() for sc in b.scenes]).to(device)
+        named = named_code(b.named).to(device)
         ratio = 1.0
         if cfg.lr_decay_steps > 0:
             into = (step - (cfg.steps - cfg.lr_decay_steps)) / cfg.lr_decay_steps
@@ -216,17 +220,18 @@ class Trainer:
         VD.requires_grad_(False)
         with autocast:
             text = G.encode_text(tokens)
-            logits = G.choice_logits(text, z)
             w = rep(G.style(text, z, code))      # the synthesis gets the true code
-            fake, pose = G.synthesize_with_pose(w, times.reshape(-1))
-            fake, pose = fake.unflatten(0, (-1, nt)), pose.unflatten(0, (-1, nt))
-            choice = code_loss(logits, code)
+            fake, alpha, pose = G.synthesize_all(w, times.reshape(-1))
+            fake, alpha, pose = (x.unflatten(0, (-1, nt)) for x in (fake, alpha, pose))
+            choice = G.choice_loss(text, z, named, code)
             if cfg.choice_batch:
                 # Left-out attributes are picked by thresholds on z; the clip batch holds a
-                # couple per attribute, so the choice head also reads captions without clips.
-                c_tok, c_z, c_attrs = self.data.choices(step, cfg.choice_batch)
-                c_logits = G.choice_logits(G.encode_text(c_tok.to(device)), c_z.to(device))
-                choice = (choice + code_loss(c_logits, attribute_code(c_attrs).to(device))) / 2
+                # couple per attribute, so the heads also read captions without clips.
+                c_tok, c_z, c_named, c_attrs = self.data.choices(step, cfg.choice_batch)
+                c_loss = G.choice_loss(G.encode_text(c_tok.to(device)), c_z.to(device),
+                                       named_code(c_named).to(device),
+                                       attribute_code(c_attrs).to(device))
+                choice = (choice + c_loss) / 2
             adv = torch.zeros((), device=device)
             if adv_w > 0:
                 adv = g_loss(FD(fake.flatten(0, 1), rep(tokens))) + g_loss(VD(fake, times, tokens))
@@ -239,7 +244,9 @@ class Trainer:
             centres = ((pose.detach().float().cpu() + 1) / 2).clamp(-0.5, 1.5)
             target, cov = (x.to(device) for x in render_clips(b.scenes, centres, size))
         near = _box_mask(b.scenes, centres, size).to(device) if cfg.weight_box else cov
-        rec = ((fake.float() - target).square() * (1 + cfg.shape_weight * near)).mean()
+        weight = 1 + cfg.shape_weight * near
+        rec = ((fake.float() - target).square() * weight).mean()
+        rec = rec + cfg.alpha_weight * ((alpha.float() - cov).square() * weight).mean()
         pose_err = (pose.float() - (b.centres.to(device) * 2 - 1)).square().mean()
         loss_g = (cfg.rec_weight * rec + cfg.pose_weight * pose_err + cfg.choice_weight * choice
                   + adv_w * adv)

@@ -25,6 +25,7 @@ class Batch:
     wrong_tokens: torch.Tensor  # [B, L] captions of other videos (mismatched negatives)
     scenes: list[Scene]
     captions: list[str]
+    named: list[dict[str, str | None]]  # what each caption names (None: left out)
 
 
 def render_clips(scenes: list[Scene], centres: torch.Tensor,
@@ -60,10 +61,12 @@ class ShapesClips:
         times = torch.tensor([t0] + [t0 + o for o in offsets], dtype=torch.float64)
         return scene, text, z, times
 
-    def choices(self, index: int, n: int, p_omit: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, str]]]:
-        """Captions without clips, for the generator's choice head: token ids [n, L], latents
-        [n, Z] and the attributes the world completes them to (left-out ones picked by ``z``).
-        A pure function of (seed, index); each attribute is left out with ``p_omit``."""
+    def choices(self, index: int, n: int, p_omit: float = 0.5) -> tuple[
+            torch.Tensor, torch.Tensor, list[dict[str, str | None]], list[dict[str, str]]]:
+        """Captions without clips, for the generator's choice heads: token ids [n, L], latents
+        [n, Z], what each caption names (None: left out) and the attributes the world completes
+        them to (left-out ones picked by ``z``). A pure function of (seed, index); each
+        attribute is left out with ``p_omit``."""
         rng = random.Random(f"{self.seed}:choices:{index}")
         gen = torch.Generator().manual_seed(hash((self.seed, index, 1)) & 0x7FFFFFFF)
         prompts, zs, attrs = [], [], []
@@ -73,7 +76,7 @@ class ShapesClips:
             prompts.append(parse_prompt(caption(given, rng if rng.random() < 0.7 else None)))
             zs.append(z)
             attrs.append(Scene.complete(given, z).attributes())
-        return encode_tokens(prompts), torch.stack(zs), attrs
+        return encode_tokens(prompts), torch.stack(zs), [p.attributes for p in prompts], attrs
 
     def batch(self, index: int, batch_size: int) -> Batch:
         rng = random.Random(f"{self.seed}:{index}")
@@ -82,7 +85,8 @@ class ShapesClips:
         scenes, texts, zs, times = zip(*items)
         centres = torch.stack([torch.stack(sc.centre(tt), dim=-1) for sc, tt in zip(scenes, times)])
         frames, cov = render_clips(scenes, centres, self.size)
-        tokens = encode_tokens([parse_prompt(x) for x in texts])
+        prompts = [parse_prompt(x) for x in texts]
+        tokens = encode_tokens(prompts)
         return Batch(
             tokens=tokens,
             z=torch.stack(zs),
@@ -93,4 +97,5 @@ class ShapesClips:
             wrong_tokens=tokens.roll(1, dims=0),
             scenes=list(scenes),
             captions=list(texts),
+            named=[p.attributes for p in prompts],
         )
