@@ -3,7 +3,7 @@
     pytest bench/ --benchmark-only
 
 Each benchmark times one stage for a batch of 16 frames at 256x256, so the per-stage share
-of a frame's cost can be read off side by side: generation (torch backend), display
+of a frame's cost can be read off side by side: generation (the auto backend), display
 conversion (to uint8), and scaling + YUV conversion + encoding + muxing (swscale, libx264,
 MPEG-TS, into memory).
 """

@@ -1,4 +1,4 @@
-"""``t2v-rt``: stream, generate, train, doctor.
+"""``t2v-rt``: stream, generate, train, eval, export-onnx, doctor.
 
 Bad input gives one line on stderr and exit 2; stdout of ``stream`` carries video bytes only.
 Heavy imports (torch, PyAV) happen after the arguments are checked, so errors are instant.
@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from t2v_rt import __version__
-from t2v_rt.errors import RuntimeUnavailable, UsageError
+from t2v_rt.errors import CompileError, RuntimeUnavailable, UsageError
 
 PROG = "t2v-rt"
 MAX_FPS = 240
@@ -88,7 +88,9 @@ def _add_video_args(p: argparse.ArgumentParser, default_size: int = 256) -> None
                    help=f"output side in pixels, even (default {default_size}, "
                         "upscaled from the model's 64)")
     p.add_argument("--seed", type=_seed, default=0, help="per-video randomness (default 0)")
-    p.add_argument("--backend", default="auto", help="auto | torch (default auto)")
+    p.add_argument("--backend", default="auto",
+                   help="auto | torch | onnxruntime (default auto: onnxruntime on a CPU, "
+                        "torch on a CUDA GPU)")
     p.add_argument("--model", type=Path, default=None,
                    help="generator .safetensors (default: the bundled model)")
 
@@ -143,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=_seconds, default=2.0, help="clip length (default 2)")
     p.add_argument("--long-run", type=_offset, default=600.0, metavar="SECONDS",
                    help="also score the clip starting this late (default 600; 0: skip)")
-    p.add_argument("--backend", default="auto", help="auto | torch (default auto)")
+    p.add_argument("--backend", default="auto",
+                   help="auto | torch | onnxruntime (default auto: onnxruntime on a CPU, "
+                        "torch on a CUDA GPU)")
     p.add_argument("--model", type=Path, default=None,
                    help="generator .safetensors (default: the bundled model)")
     p.add_argument("--reference", action="store_true",
@@ -152,6 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score the videos as `stream --size SIZE` sends them: scaled and "
                         "H.264-encoded, then decoded")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+
+    p = sub.add_parser("export-onnx", help="export the generator to ONNX and check it",
+                       description="Export the generator as two ONNX graphs (style: once per "
+                                   "video; frames: per batch of frame times, batch dynamic), "
+                                   "check them with onnx.checker and shape inference, and "
+                                   "compare them with PyTorch through ONNX Runtime on fresh "
+                                   "random inputs.")
+    p.add_argument("--precision", choices=("fp32", "fp16", "all"), default="all",
+                   help="precision of the frames graph (default all; the style graph is fp32)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="generator .safetensors (default: the bundled model)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: the model's folder in the cache, "
+                        "$T2V_RT_CACHE or ~/.cache/t2v-rt)")
 
     sub.add_parser("doctor", help="show versions, hardware and which accelerations are usable")
     return parser
@@ -337,6 +355,24 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_export_onnx(args) -> int:
+    from t2v_rt.compile.cache import model_folder
+    from t2v_rt.compile.export import PRECISIONS, export_to_folder
+    from t2v_rt.model.io import bundled_path
+
+    weights = args.model or bundled_path()
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out '{args.out}' is a file; give a folder")
+    if not weights.is_file():
+        raise UsageError(f"model weights not found at {weights}; pass --model PATH to a "
+                         "'.safetensors' file saved by 't2v-rt train'")
+    out = args.out or model_folder(weights)
+    precisions = PRECISIONS if args.precision == "all" else (args.precision,)
+    log(f"exporting {weights} ({', '.join(precisions)}) to {out}")
+    print(export_to_folder(weights, out, precisions, log=log))
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from t2v_rt.doctor import report
 
@@ -345,7 +381,7 @@ def cmd_doctor(args) -> int:
 
 
 COMMANDS = {"stream": cmd_stream, "generate": cmd_generate, "train": cmd_train,
-            "eval": cmd_eval, "doctor": cmd_doctor}
+            "eval": cmd_eval, "export-onnx": cmd_export_onnx, "doctor": cmd_doctor}
 
 
 def _stdout_gone() -> None:
@@ -367,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (UsageError, RuntimeUnavailable) as e:
+    except (UsageError, RuntimeUnavailable, CompileError) as e:
         log(f"error: {e}")
         return e.exit_code
     except KeyboardInterrupt:

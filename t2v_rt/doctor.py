@@ -61,7 +61,7 @@ def report() -> str:
     import torch
 
     from t2v_rt import __version__
-    from t2v_rt.backends import auto_choice
+    from t2v_rt.backends import auto_choice, probe
     from t2v_rt.model.io import bundled_path
 
     cuda = torch.cuda.is_available()
@@ -86,7 +86,7 @@ def report() -> str:
         "  NVENC       no (the native encoder module is not built in this version)",
         f"  Triton      {_triton(cuda)}",
         f"  libx264     {_x264()}",
-        f"  ONNX Runtime {_version('onnxruntime')}",
+        f"  ONNX RT     {probe('onnxruntime')[1]}",
     ]
     name, skipped = auto_choice()
     lines.append(f"auto backend: {name}" + (f" (skipped: {'; '.join(skipped)})" if skipped else ""))

@@ -1,7 +1,13 @@
+import os
 import random
+import tempfile
 
 import pytest
 import torch
+
+# Compiled artefacts (ONNX exports) of this test session go to one fresh folder, shared by the
+# tests and the commands they start, never the user's cache.
+os.environ["T2V_RT_CACHE"] = tempfile.mkdtemp(prefix="t2v-rt-test-cache-")
 
 
 @pytest.fixture(autouse=True)

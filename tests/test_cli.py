@@ -154,7 +154,7 @@ def test_doctor():
     proc = run("doctor")
     assert proc.returncode == 0, proc.stderr.decode()
     out = proc.stdout.decode()
-    for needle in ("torch", "CUDA", "TensorRT", "NVENC", "Triton", "libx264", "auto backend: torch",
+    for needle in ("torch", "CUDA", "TensorRT", "NVENC", "Triton", "libx264", "auto backend: onnxruntime",
                    "bundled model"):
         assert needle in out
     assert "MISSING" not in out

@@ -370,11 +370,17 @@ class Generator(nn.Module):
     def synthesize_all(self, w: torch.Tensor,
                        t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Frames [N, 3, R, R], the shape's coverage (alpha) [N, 1, R, R] and the pose [N, 2]."""
+        return self.synthesize_basis(w, time_features(t, self.cfg.harmonics).to(w.dtype))
+
+    def synthesize_basis(self, w: torch.Tensor,
+                         time: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As :meth:`synthesize_all`, from the time basis [N, 2H] (:func:`time_features`,
+        computed in float64 on the host): what compiled graphs take instead of seconds."""
         cfg = self.cfg
         n, s = w.shape[0], cfg.style_dim
         w, phase, fg, bg = w[:, :s], w[:, s : s + 2], w[:, s + 2 : s + 5], w[:, s + 5 : s + 8]
         amp = self.motion(w).view(n, cfg.motion_channels, 2 * cfg.harmonics)
-        basis = rotate(time_features(t, cfg.harmonics).to(w.dtype), phase)   # [N, 2H]
+        basis = rotate(time, phase)                                           # [N, 2H]
         motion = (amp * basis[:, None, :]).sum(-1)                            # [N, M]
         pose_amp = self.pose_motion(w).view(n, 2, 2 * cfg.harmonics)
         pose = self.pose_offset(w) + (pose_amp * basis[:, None, :]).sum(-1)   # [N, 2]

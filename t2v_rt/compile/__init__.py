@@ -1,0 +1,1 @@
+"""Compiling the generator: ONNX export (and, next, TensorRT engines)."""
