@@ -104,11 +104,11 @@ def main() -> int:
             f = fps(be, w.to(be.device), t, args.seconds, args.repeats)
             row[name] = {"frames_per_s": f, "gflops": f * 2 * macs / 1e9,
                          "share_of_matmul_ceiling": f * 2 * macs / 1e9 / peak}
-        for name in row:
-            row[name]["vs_torch"] = row[name]["frames_per_s"] / row["torch"]["frames_per_s"]
-            print(f"batch {n:4d} {name:18s} {row[name]['frames_per_s']:8.1f} frames/s "
-                  f"{row[name]['vs_torch']:5.2f}x torch, {row[name]['gflops']:5.1f} GFLOP/s "
-                  f"({100 * row[name]['share_of_matmul_ceiling']:.0f} % of the matmul ceiling)",
+        for name, r in row.items():
+            r["vs_torch"] = r["frames_per_s"] / row["torch"]["frames_per_s"]
+            print(f"batch {n:4d} {name:18s} {r['frames_per_s']:8.1f} frames/s "
+                  f"{r['vs_torch']:5.2f}x torch, {r['gflops']:5.1f} GFLOP/s "
+                  f"({100 * r['share_of_matmul_ceiling']:.0f} % of the matmul ceiling)",
                   file=sys.stderr)
         results[str(n)] = row
     path = write_result("backends", {

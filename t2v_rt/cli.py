@@ -1,4 +1,4 @@
-"""``t2v-rt``: stream, generate, train, eval, export-onnx, doctor.
+"""``t2v-rt``: stream, generate, train, eval, export-onnx, build-engine, doctor.
 
 Bad input gives one line on stderr and exit 2; stdout of ``stream`` carries video bytes only.
 Heavy imports (torch, PyAV) happen after the arguments are checked, so errors are instant.
@@ -170,6 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: the model's folder in the cache, "
                         "$T2V_RT_CACHE or ~/.cache/t2v-rt)")
+
+    p = sub.add_parser("build-engine", help="build TensorRT engines of the generator",
+                       description="Export the generator to ONNX (checked), then build TensorRT "
+                                   "engines of both graphs with the full tensorrt package when "
+                                   "importable, else tensorrt_rtx (which builds without a GPU). "
+                                   "An intact engine for the same inputs is reused.")
+    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
+                   help="precision of the frames graph (default fp16)")
+    p.add_argument("--batch", default="1:16:64", metavar="MIN:OPT:MAX",
+                   help="optimisation profile over the frame batch (default 1:16:64)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="generator .safetensors (default: the bundled model)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="engine folder (default: in the model's cache folder, $T2V_RT_CACHE "
+                        "or ~/.cache/t2v-rt)")
+    p.add_argument("--force", action="store_true", help="rebuild even if a valid engine exists")
 
     sub.add_parser("doctor", help="show versions, hardware and which accelerations are usable")
     return parser
@@ -373,6 +389,21 @@ def cmd_export_onnx(args) -> int:
     return 0
 
 
+def cmd_build_engine(args) -> int:
+    from t2v_rt.compile.engine import Profile, build_engines
+    from t2v_rt.model.io import bundled_path
+
+    profile = Profile.parse(args.batch)
+    weights = args.model or bundled_path()
+    if not weights.is_file():
+        raise UsageError(f"model weights not found at {weights}; pass --model PATH to a "
+                         "'.safetensors' file saved by 't2v-rt train'")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out '{args.out}' is a file; give a folder")
+    print(build_engines(weights, args.precision, profile, args.out, args.force, log=log))
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from t2v_rt.doctor import report
 
@@ -381,7 +412,8 @@ def cmd_doctor(args) -> int:
 
 
 COMMANDS = {"stream": cmd_stream, "generate": cmd_generate, "train": cmd_train,
-            "eval": cmd_eval, "export-onnx": cmd_export_onnx, "doctor": cmd_doctor}
+            "eval": cmd_eval, "export-onnx": cmd_export_onnx, "build-engine": cmd_build_engine,
+            "doctor": cmd_doctor}
 
 
 def _stdout_gone() -> None:

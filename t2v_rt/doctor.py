@@ -41,10 +41,12 @@ def _tensorrt() -> str:
     for module, flavour in (("tensorrt", "TensorRT"), ("tensorrt_rtx", "TensorRT-RTX")):
         try:
             mod = importlib.import_module(module)
-            return f"{flavour} {mod.__version__}"
         except Exception:  # noqa: BLE001
             continue
-    return "none installed (engines arrive with issue #4)"
+        note = (" (builds engines without a GPU; runs them on RTX-class GPUs, compute "
+                "capability 8.0, 8.6, 8.9, 12.x; not 9.0)") if module == "tensorrt_rtx" else ""
+        return f"{flavour} {mod.__version__}{note}"
+    return "none installed (pip install tensorrt-rtx-cu13 to build engines)"
 
 
 def _triton(cuda: bool) -> str:
@@ -93,4 +95,12 @@ def report() -> str:
     lines.append("auto encoder: libx264 through PyAV (y4m: raw)")
     bp = bundled_path()
     lines.append(f"bundled model: {bp} ({'present' if bp.is_file() else 'MISSING'})")
+    if bp.is_file():
+        from t2v_rt.compile.engine import cached_engines, engine_status
+
+        engines = cached_engines(bp)
+        lines.append(f"engines of the bundled model in the cache: {len(engines) or 'none'}"
+                     + ("" if engines else " (t2v-rt build-engine)"))
+        lines += [f"  {folder.name}: {engine_status(folder, manifest, bp)}"
+                  for folder, manifest in engines]
     return "\n".join(lines)

@@ -1,0 +1,236 @@
+"""TensorRT engines of the exported graphs: built ahead of time, cached with a manifest.
+
+The full ``tensorrt`` package builds when it is importable (it needs a GPU); otherwise
+``tensorrt_rtx`` (TensorRT for RTX, on PyPI), which builds on a machine without a GPU for
+the compute capabilities it supports (8.0, 8.6, 8.9, 12.x by default; not 9.0, the
+H100/H200). One optimisation profile over the batch dimension (MIN:OPT:MAX) per graph; the
+precision lives in the ONNX graph (TensorRT-RTX networks are strongly typed).
+
+Layout, in the model's cache folder (``t2v_rt.compile.cache``)::
+
+    engines/<flavour>-<version>-<precision>-b<min>_<opt>_<max>/
+        style.engine  frames.engine  manifest.json
+
+The manifest says what the engines were built from and for (model and ONNX digests, flavour
+and version, target compute capabilities, precision, profiles, build time, engine digests);
+an engine is reused only when all of it matches and the files are intact.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from t2v_rt.compile.cache import model_digest, model_folder
+from t2v_rt.compile.export import ensure_exported, file_sha256
+from t2v_rt.errors import CompileError, RuntimeUnavailable, UsageError
+from t2v_rt.model.io import atomic_write
+
+MANIFEST = "manifest.json"
+FLAVOURS = ("tensorrt", "tensorrt_rtx")     # module names, in order of preference
+
+
+@dataclass(frozen=True)
+class Profile:
+    min: int
+    opt: int
+    max: int
+
+    @staticmethod
+    def parse(text: str) -> Profile:
+        try:
+            lo, opt, hi = (int(x) for x in text.split(":"))
+        except ValueError:
+            raise UsageError(f"--batch must be MIN:OPT:MAX (three integers), got '{text}'") from None
+        if not 1 <= lo <= opt <= hi <= 4096:
+            raise UsageError(f"--batch needs 1 <= MIN <= OPT <= MAX <= 4096, got '{text}'")
+        return Profile(lo, opt, hi)
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.opt}:{self.max}"
+
+
+def tensorrt_module():
+    """(flavour, module): the full TensorRT if importable, else TensorRT-RTX; else raises
+    :class:`RuntimeUnavailable` with what to install."""
+    reasons = []
+    for name in FLAVOURS:
+        try:
+            return name, importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - a broken install is a "no" with its reason
+            reasons.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}")
+    raise RuntimeUnavailable("no TensorRT is installed (" + "; ".join(reasons) + "); "
+                             "pip install tensorrt-rtx-cu13 (builds without a GPU), or "
+                             "NVIDIA's full tensorrt")
+
+
+def engine_folder(weights: Path, flavour: str, version: str, precision: str,
+                  profile: Profile, root: Path | None = None) -> Path:
+    return (model_folder(weights, root) / "engines"
+            / f"{flavour}-{version}-{precision}-b{profile.min}_{profile.opt}_{profile.max}")
+
+
+class _Progress:
+    """TensorRT's build phases, as lines on stderr (top-level phases only)."""
+
+    def __init__(self, trt, log, label: str):
+        class Monitor(trt.IProgressMonitor):
+            def __init__(self):
+                trt.IProgressMonitor.__init__(self)
+
+            def phase_start(self, phase_name, parent_phase, num_steps):
+                if parent_phase is None:
+                    log(f"{label}: {phase_name} ({num_steps} steps)")
+
+            def step_complete(self, phase_name, step):
+                return True
+
+            def phase_finish(self, phase_name):
+                pass
+
+        self.monitor = Monitor()
+
+
+def _build_one(trt, flavour: str, onnx_path: Path, profile: Profile, log, label: str) -> tuple[bytes, list[str]]:
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    flags = 0
+    if flavour == "tensorrt" and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        raise CompileError(f"TensorRT cannot parse {onnx_path.name}: {errors}")
+    config = builder.create_builder_config()
+    opt_profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        dims = list(tensor.shape)
+
+        def shape(n: int, dims=dims) -> tuple[int, ...]:
+            return tuple(n if d == -1 else d for d in dims)
+
+        opt_profile.set_shape(tensor.name, shape(profile.min), shape(profile.opt), shape(profile.max))
+    config.add_optimization_profile(opt_profile)
+    progress = _Progress(trt, log, label)
+    config.progress_monitor = progress.monitor
+    targets = ["current GPU"]
+    if flavour == "tensorrt_rtx":
+        targets = [str(config.get_compute_capability(i))
+                   for i in range(config.num_compute_capabilities)] or ["default (8.0, 8.6, 8.9, 12.x)"]
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise CompileError(f"TensorRT failed to build {onnx_path.name}; rerun with "
+                           "T2V_RT_DEBUG=1 and see TensorRT's log")
+    return bytes(engine), targets
+
+
+def read_manifest(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def manifest_problem(manifest: dict | None, folder: Path, *, model_sha256: str, flavour: str,
+                     version: str, precision: str | None = None,
+                     onnx_sha256: dict[str, str] | None = None) -> str | None:
+    """Why the engines in ``folder`` cannot serve this model with this TensorRT, or None."""
+    if manifest is None:
+        return "no readable manifest"
+    if manifest.get("model_sha256") != model_sha256:
+        return "built for another model (its weights' digest differs); rebuild with 't2v-rt build-engine'"
+    if (manifest.get("flavour"), manifest.get("version")) != (flavour, version):
+        return (f"built with {manifest.get('flavour')} {manifest.get('version')}, this machine "
+                f"has {flavour} {version}; rebuild with 't2v-rt build-engine --force'")
+    if precision is not None and manifest.get("precision") != precision:
+        return f"precision {manifest.get('precision')}, not {precision}"
+    if onnx_sha256 is not None and manifest.get("onnx_sha256") != onnx_sha256:
+        return "built from other ONNX graphs; rebuild with 't2v-rt build-engine --force'"
+    for name, digest in manifest.get("engine_sha256", {}).items():
+        path = folder / f"{name}.engine"
+        if not path.is_file():
+            return f"{path.name} is missing; rebuild with 't2v-rt build-engine --force'"
+        if file_sha256(path) != digest:
+            return (f"{path.name} is corrupt or truncated (its digest differs from the "
+                    "manifest's); rebuild with 't2v-rt build-engine --force'")
+    if set(manifest.get("engine_sha256", {})) != {"style", "frames"}:
+        return "the manifest lists no engines"
+    return None
+
+
+def build_engines(weights: Path, precision: str = "fp16", profile: Profile = Profile(1, 16, 64),
+                  out: Path | None = None, force: bool = False, log=None) -> Path:
+    """Build (or reuse) the style and frames engines of the model at ``weights``; returns the
+    engine folder. Progress on ``log``."""
+    log = log or (lambda msg: None)
+    flavour, trt = tensorrt_module()
+    version = trt.__version__
+    root = model_folder(weights)
+    style_onnx, frames_onnx = ensure_exported(weights, root, precision, log)
+    onnx_sha = {"style": file_sha256(style_onnx), "frames": file_sha256(frames_onnx)}
+    digest = model_digest(weights)
+    folder = out or engine_folder(weights, flavour, version, precision, profile)
+    problem = manifest_problem(read_manifest(folder), folder, model_sha256=digest,
+                               flavour=flavour, version=version, precision=precision,
+                               onnx_sha256=onnx_sha)
+    if problem is None and read_manifest(folder).get("profile") == str(profile) and not force:
+        log(f"reusing the engines in {folder} (same model, ONNX, {flavour} {version}, "
+            f"{precision}, batch {profile}; --force rebuilds)")
+        return folder
+    start = time.time()
+    engines, targets = {}, []
+    for name, path in (("style", style_onnx), ("frames", frames_onnx)):
+        t0 = time.time()
+        log(f"building the {name} engine with {flavour} {version} ({precision}, batch {profile})")
+        engines[name], targets = _build_one(trt, flavour, path, profile, log, name)
+        log(f"built the {name} engine: {len(engines[name]) / 1e6:.1f} MB in {time.time() - t0:.1f} s")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)     # no manifest while the engines change
+    for name, blob in engines.items():
+        atomic_write(folder / f"{name}.engine", lambda tmp, blob=blob: tmp.write_bytes(blob))
+    manifest = {
+        "model_sha256": digest, "onnx_sha256": onnx_sha,
+        "flavour": flavour, "version": version, "target_compute_capabilities": targets,
+        "precision": precision, "profile": str(profile),
+        "profiles": {"style": [profile.min, profile.opt, profile.max],
+                     "frames": [profile.min, profile.opt, profile.max]},
+        "build_seconds": round(time.time() - start, 2),
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "engine_sha256": {name: file_sha256(folder / f"{name}.engine") for name in engines},
+    }
+    atomic_write(folder / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
+    log(f"engines and manifest in {folder} ({time.time() - start:.1f} s)")
+    return folder
+
+
+def cached_engines(weights: Path) -> list[tuple[Path, dict | None]]:
+    """Every engine folder of the model at ``weights`` in the cache, with its manifest."""
+    base = model_folder(weights) / "engines"
+    if not base.is_dir():
+        return []
+    return [(d, read_manifest(d)) for d in sorted(base.iterdir()) if d.is_dir()]
+
+
+def engine_status(folder: Path, manifest: dict | None, weights: Path) -> str:
+    """Whether an engine folder could run here, and if not, why: for ``doctor``."""
+    try:
+        flavour, trt = tensorrt_module()
+    except RuntimeUnavailable as e:
+        return f"not usable: {e}"
+    problem = manifest_problem(manifest, folder, model_sha256=model_digest(weights),
+                               flavour=flavour, version=trt.__version__)
+    if problem:
+        return f"invalid: {problem}"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "intact, built for this model and TensorRT; not runnable here: no CUDA GPU"
+    major, minor = torch.cuda.get_device_capability()
+    cc = f"{major}.{minor}"
+    targets = manifest.get("target_compute_capabilities", [])
+    return f"intact; this GPU is compute capability {cc}, the engine targets {', '.join(targets)}"
