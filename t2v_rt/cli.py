@@ -374,14 +374,11 @@ def cmd_eval(args) -> int:
 def cmd_export_onnx(args) -> int:
     from t2v_rt.compile.cache import model_folder
     from t2v_rt.compile.export import PRECISIONS, export_to_folder
-    from t2v_rt.model.io import bundled_path
+    from t2v_rt.model.io import require_weights
 
-    weights = args.model or bundled_path()
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out '{args.out}' is a file; give a folder")
-    if not weights.is_file():
-        raise UsageError(f"model weights not found at {weights}; pass --model PATH to a "
-                         "'.safetensors' file saved by 't2v-rt train'")
+    weights = require_weights(args.model)
     out = args.out or model_folder(weights)
     precisions = PRECISIONS if args.precision == "all" else (args.precision,)
     log(f"exporting {weights} ({', '.join(precisions)}) to {out}")
@@ -391,13 +388,10 @@ def cmd_export_onnx(args) -> int:
 
 def cmd_build_engine(args) -> int:
     from t2v_rt.compile.engine import Profile, build_engines
-    from t2v_rt.model.io import bundled_path
+    from t2v_rt.model.io import require_weights
 
     profile = Profile.parse(args.batch)
-    weights = args.model or bundled_path()
-    if not weights.is_file():
-        raise UsageError(f"model weights not found at {weights}; pass --model PATH to a "
-                         "'.safetensors' file saved by 't2v-rt train'")
+    weights = require_weights(args.model)
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out '{args.out}' is a file; give a folder")
     print(build_engines(weights, args.precision, profile, args.out, args.force, log=log))

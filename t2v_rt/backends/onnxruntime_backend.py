@@ -12,10 +12,9 @@ import torch
 from t2v_rt.backends.base import Backend
 from t2v_rt.compile.cache import model_folder
 from t2v_rt.compile.export import ensure_exported
-from t2v_rt.errors import UsageError
 from t2v_rt.model.config import ModelConfig
 from t2v_rt.model.generator import time_features
-from t2v_rt.model.io import bundled_path
+from t2v_rt.model.io import require_weights
 
 
 def providers() -> list[str]:
@@ -32,10 +31,7 @@ class OnnxRuntimeBackend(Backend):
                  threads: int = 0, log=None):
         import onnxruntime as ort
 
-        weights = Path(model) if model is not None else bundled_path()
-        if not weights.is_file() or not weights.with_suffix(".json").is_file():
-            raise UsageError(f"model weights not found at {weights} (+ .json); pass --model PATH "
-                             "to a '.safetensors' file saved by 't2v-rt train'")
+        weights = require_weights(model)
         self.cfg = ModelConfig.load(weights.with_suffix(".json"))
         self.resolution = self.cfg.resolution
         self.precision = precision

@@ -45,8 +45,8 @@ def save_generator(g: Generator, path: str | Path, metadata: dict[str, str] | No
     atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(g.cfg.to_json() + "\n"))
 
 
-def load_generator(path: str | Path | None = None, device: str | torch.device = "cpu") -> Generator:
-    """Load a generator from ``x.safetensors`` + ``x.json``; None loads the bundled model."""
+def require_weights(path: str | Path | None = None) -> Path:
+    """``path`` (None: the bundled model) if it and its JSON config exist; else a clear error."""
     path = Path(path) if path is not None else bundled_path()
     cfg_path = path.with_suffix(".json")
     if not path.is_file() or not cfg_path.is_file():
@@ -54,7 +54,13 @@ def load_generator(path: str | Path | None = None, device: str | torch.device = 
             f"model weights not found at {path} (+ {cfg_path.name}); pass --model PATH to a "
             "'.safetensors' file saved by 't2v-rt train', or reinstall t2v-rt for the bundled model"
         )
-    g = Generator(ModelConfig.load(cfg_path))
+    return path
+
+
+def load_generator(path: str | Path | None = None, device: str | torch.device = "cpu") -> Generator:
+    """Load a generator from ``x.safetensors`` + ``x.json``; None loads the bundled model."""
+    path = require_weights(path)
+    g = Generator(ModelConfig.load(path.with_suffix(".json")))
     state = load_file(str(path))
     want, have = set(g.state_dict()), set(state)
     wrong = sorted(k for k in want & have if g.state_dict()[k].shape != state[k].shape)
