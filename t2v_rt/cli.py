@@ -371,14 +371,25 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _check_out_folder(out: Path | None) -> None:
+    """``--out`` of export-onnx / build-engine: a folder that exists or can be made."""
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out '{out}' is a file; give a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create --out folder '{out}' ({e.strerror}); choose another") from None
+
+
 def cmd_export_onnx(args) -> int:
     from t2v_rt.compile.cache import model_folder
     from t2v_rt.compile.export import PRECISIONS, export_to_folder
     from t2v_rt.model.io import require_weights
 
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"--out '{args.out}' is a file; give a folder")
     weights = require_weights(args.model)
+    _check_out_folder(args.out)
     out = args.out or model_folder(weights)
     precisions = PRECISIONS if args.precision == "all" else (args.precision,)
     log(f"exporting {weights} ({', '.join(precisions)}) to {out}")
@@ -392,8 +403,7 @@ def cmd_build_engine(args) -> int:
 
     profile = Profile.parse(args.batch)
     weights = require_weights(args.model)
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"--out '{args.out}' is a file; give a folder")
+    _check_out_folder(args.out)
     print(build_engines(weights, args.precision, profile, args.out, args.force, log=log))
     return 0
 

@@ -124,6 +124,7 @@ def test_generate_writes_each_container(tmp_path, ext):
     (["export-onnx", "--precision", "fp8"], "invalid choice"),
     (["build-engine", "--model", "/nonexistent/g.safetensors"], "model weights not found"),
     (["build-engine", "--batch", "16"], "MIN:OPT:MAX"),
+    (["export-onnx", "--out", "/proc/t2v-rt-out"], "cannot create --out folder"),
     (["generate", PROMPT, "-o", "clip.avi"], "cannot tell the container"),
     (["generate", PROMPT, "-o", "/nonexistent-dir/clip.mp4"], "does not exist"),
     (["generate", PROMPT, "-o", "/proc/clip.mp4"], "not writable"),

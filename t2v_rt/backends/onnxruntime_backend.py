@@ -11,7 +11,7 @@ import torch
 
 from t2v_rt.backends.base import Backend
 from t2v_rt.compile.cache import model_folder
-from t2v_rt.compile.export import ensure_exported
+from t2v_rt.compile.export import ensure_exported, ort_session
 from t2v_rt.model.config import ModelConfig
 from t2v_rt.model.generator import time_features
 from t2v_rt.model.io import require_weights
@@ -29,23 +29,14 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, model: str | Path | None = None, precision: str = "fp32",
                  threads: int = 0, log=None):
-        import onnxruntime as ort
-
         weights = require_weights(model)
         self.cfg = ModelConfig.load(weights.with_suffix(".json"))
         self.resolution = self.cfg.resolution
         self.precision = precision
         style_path, frames_path = ensure_exported(weights, model_folder(weights), precision, log)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.log_severity_level = 3
-        # Idle worker threads sleep instead of spinning: the encoder runs between frame
-        # batches and needs those cores (spinning made a stream's whole step 2.4x slower
-        # than its parts).
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.providers = providers()
-        self._style = ort.InferenceSession(str(style_path), so, providers=self.providers)
-        self._frames = ort.InferenceSession(str(frames_path), so, providers=self.providers)
+        self._style = ort_session(style_path, threads, self.providers)
+        self._frames = ort_session(frames_path, threads, self.providers)
         self.device = torch.device("cpu")     # inputs and outputs are host tensors
 
     def style(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -73,25 +73,24 @@ def engine_folder(weights: Path, flavour: str, version: str, precision: str,
             / f"{flavour}-{version}-{precision}-b{profile.min}_{profile.opt}_{profile.max}")
 
 
-class _Progress:
-    """TensorRT's build phases, as lines on stderr (top-level phases only)."""
+def _progress_monitor(trt, log, label: str):
+    """TensorRT's top-level build phases, as lines on ``log``."""
 
-    def __init__(self, trt, log, label: str):
-        class Monitor(trt.IProgressMonitor):
-            def __init__(self):
-                trt.IProgressMonitor.__init__(self)
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
 
-            def phase_start(self, phase_name, parent_phase, num_steps):
-                if parent_phase is None:
-                    log(f"{label}: {phase_name} ({num_steps} steps)")
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            if parent_phase is None:
+                log(f"{label}: {phase_name} ({num_steps} steps)")
 
-            def step_complete(self, phase_name, step):
-                return True
+        def step_complete(self, phase_name, step):
+            return True
 
-            def phase_finish(self, phase_name):
-                pass
+        def phase_finish(self, phase_name):
+            pass
 
-        self.monitor = Monitor()
+    return Monitor()
 
 
 def _build_one(trt, flavour: str, onnx_path: Path, profile: Profile, log, label: str) -> tuple[bytes, list[str]]:
@@ -116,8 +115,8 @@ def _build_one(trt, flavour: str, onnx_path: Path, profile: Profile, log, label:
 
         opt_profile.set_shape(tensor.name, shape(profile.min), shape(profile.opt), shape(profile.max))
     config.add_optimization_profile(opt_profile)
-    progress = _Progress(trt, log, label)
-    config.progress_monitor = progress.monitor
+    monitor = _progress_monitor(trt, log, label)     # referenced until the build ends
+    config.progress_monitor = monitor
     targets = ["current GPU"]
     if flavour == "tensorrt_rtx":
         targets = [str(config.get_compute_capability(i))
@@ -175,10 +174,10 @@ def build_engines(weights: Path, precision: str = "fp16", profile: Profile = Pro
     onnx_sha = {"style": file_sha256(style_onnx), "frames": file_sha256(frames_onnx)}
     digest = model_digest(weights)
     folder = out or engine_folder(weights, flavour, version, precision, profile)
-    problem = manifest_problem(read_manifest(folder), folder, model_sha256=digest,
-                               flavour=flavour, version=version, precision=precision,
-                               onnx_sha256=onnx_sha)
-    if problem is None and read_manifest(folder).get("profile") == str(profile) and not force:
+    manifest = read_manifest(folder)
+    problem = manifest_problem(manifest, folder, model_sha256=digest, flavour=flavour,
+                               version=version, precision=precision, onnx_sha256=onnx_sha)
+    if problem is None and manifest.get("profile") == str(profile) and not force:
         log(f"reusing the engines in {folder} (same model, ONNX, {flavour} {version}, "
             f"{precision}, batch {profile}; --force rebuilds)")
         return folder

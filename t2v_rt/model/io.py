@@ -62,8 +62,9 @@ def load_generator(path: str | Path | None = None, device: str | torch.device = 
     path = require_weights(path)
     g = Generator(ModelConfig.load(path.with_suffix(".json")))
     state = load_file(str(path))
-    want, have = set(g.state_dict()), set(state)
-    wrong = sorted(k for k in want & have if g.state_dict()[k].shape != state[k].shape)
+    mine = g.state_dict()
+    want, have = set(mine), set(state)
+    wrong = sorted(k for k in want & have if mine[k].shape != state[k].shape)
     if want != have or wrong:
         diff = sorted(want - have)[:2] + sorted(have - want)[:2] + wrong[:2]
         raise UsageError(
