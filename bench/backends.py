@@ -2,12 +2,18 @@
 
     python bench/backends.py [--batches 1,16] [--repeats 5] [--seconds 2]
 
-For each frame batch: eager PyTorch (the baseline), ONNX Runtime fp32 and fp16, each timed
-on the same fresh random prompts, seeds and frame times; median frames/s over ``--repeats``
-runs of about ``--seconds`` each. Also measures this machine's compute ceiling (a large fp32
-matmul in PyTorch, same threads) and reports each backend's achieved GFLOP/s (2 x the
-frame's multiply-adds, counted from the model) as a share of it. Writes
-bench/results/backends-{cpu,gpu}.json with the environment.
+For each frame batch: eager PyTorch (the baseline), ONNX Runtime fp32 and fp16, and on a CUDA
+GPU also eager PyTorch under fp16 autocast, torch.compile max-autotune (fp16), the fused Triton
+backend (fp16, bf16, fp32; CUDA graphs) and the TensorRT engines fp16 and fp32 (built first if
+missing, batch profile 1:64:256); default batches there 1,8,64,256. Each is timed on the same fresh random prompts, seeds and frame times;
+median frames/s over ``--repeats`` runs of about ``--seconds`` each (GPU: synchronised at both
+ends of a run). A backend that cannot run is left out with its reason in the result. Also
+measures this machine's compute ceiling (a large fp32 matmul in PyTorch, same threads) and
+reports each backend's achieved GFLOP/s (2 x the frame's multiply-adds, counted from the
+model) as a share of it; on a GPU also each GPU backend's share of the roofline bound (the
+frame's FLOPs at the fp16 matmul ceiling, or its output written once at the copy bandwidth,
+whichever is slower; both ceilings measured in the same run). Runs from a source checkout
+too (``PYTHONPATH=.``, as on a lent GPU machine). Writes bench/results/backends-{cpu,gpu}.json with the environment.
 """
 
 from __future__ import annotations
@@ -21,11 +27,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_result  # noqa: E402
+from common import kernels_from_source, write_result  # noqa: E402
 
-from t2v_rt.backends import create_backend  # noqa: E402
+from t2v_rt.backends import create_backend, probe  # noqa: E402
 from t2v_rt.compile.export import random_inputs  # noqa: E402
-from t2v_rt.model.io import load_generator  # noqa: E402
+from t2v_rt.errors import CompileError, RuntimeUnavailable  # noqa: E402
+from t2v_rt.model.io import bundled_path, load_generator  # noqa: E402
+
+TENSORRT_PROFILE = "1:64:256"
 
 
 def frame_macs(g) -> int:
@@ -67,24 +76,94 @@ def matmul_gflops(seconds: float = 2.0, n: int = 2048) -> float:
 
 
 def fps(backend, w: torch.Tensor, t: torch.Tensor, seconds: float, repeats: int) -> float:
-    backend.frames(w, t)                               # warm-up
+    cuda = backend.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    backend.frames(w, t)                               # warm-up (and CUDA graph capture)
     runs = []
     for _ in range(repeats):
+        sync()
         count, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             backend.frames(w, t)
             count += 1
+            if cuda and count % 16 == 0:
+                sync()                                 # keep the queue from running far ahead
+        sync()
         runs.append(count * len(t) / (time.perf_counter() - t0))
     return statistics.median(runs)
 
 
+def tensorrt_backends() -> tuple[dict, dict[str, str]]:
+    """The tensorrt backend with fp16 and with fp32 engines (built now if missing), and why
+    each that cannot run here was left out."""
+    if not torch.cuda.is_available():
+        return {}, {"tensorrt": probe("tensorrt")[1]}
+    from t2v_rt.compile.engine import Profile, build_engines
+
+    backends, skipped = {}, {}
+    for precision in ("fp16", "fp32"):
+        name = f"tensorrt-{precision}"
+        try:
+            build_engines(bundled_path(), precision, Profile.parse(TENSORRT_PROFILE),
+                          log=lambda msg: print(f"build-engine: {msg}", file=sys.stderr))
+            be = create_backend("tensorrt", precision=precision)
+            if be.precision != precision:
+                raise RuntimeUnavailable(f"got the {be.precision} engines, not {precision}")
+        except (RuntimeUnavailable, CompileError) as e:
+            skipped[name] = str(e)
+            print(f"{name}: left out: {e}", file=sys.stderr)
+            continue
+        backends[name] = be
+    return backends, skipped
+
+
+def gpu_backends(skipped: dict[str, str]) -> dict:
+    """On a CUDA GPU: eager PyTorch under fp16 autocast, torch.compile max-autotune (fp16
+    autocast; Inductor's Triton kernels and CUDA graphs), and the fused Triton backend in
+    fp16, bf16 and fp32 (CUDA graphs)."""
+    if not torch.cuda.is_available():
+        skipped["triton"] = probe("triton")[1]
+        skipped["torch-compile"] = "a CUDA GPU only (the baseline of the GPU backends)"
+        return {}
+    from t2v_rt.backends.torch_backend import TorchBackend
+
+    out = {"torch-fp16": TorchBackend(precision="fp16"),
+           "torch-compile-fp16": TorchBackend(precision="fp16", compile=True)}
+    for precision in ("fp16", "bf16", "fp32"):
+        try:
+            out[f"triton-{precision}"] = create_backend("triton", precision=precision,
+                                                        log=lambda msg: print(msg, file=sys.stderr))
+        except RuntimeUnavailable as e:
+            skipped[f"triton-{precision}"] = str(e)
+    return out
+
+
+def gpu_ceilings() -> dict:
+    """This GPU's fp16 dense-matmul TFLOP/s and device-copy GB/s, measured now."""
+    from fused_blocks import ceilings
+
+    return ceilings(torch.float16)
+
+
+def roofline_fps(macs: int, resolution: int, ceil: dict) -> float:
+    """Frames/s at the roofline bound: the larger of the frame's compute time at the fp16
+    matmul ceiling and its minimal memory traffic (the float32 frame written once) at the
+    copy bandwidth."""
+    compute = 2 * macs / (ceil["matmul_tflops"] * 1e12)
+    memory = 3 * resolution * resolution * 4 / (ceil["copy_gbs"] * 1e9)
+    return 1 / max(compute, memory)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--batches", default=None,
+                    help="frame batches (default 1,16; on a CUDA GPU 1,8,64,256)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=2.0, help="per timed run")
     args = ap.parse_args()
-    batches = [int(b) for b in args.batches.split(",")]
+    kernels_from_source()
+    default = "1,8,64,256" if torch.cuda.is_available() else "1,16"
+    batches = [int(b) for b in (args.batches or default).split(",")]
 
     g = load_generator()
     macs = frame_macs(g)
@@ -94,6 +173,10 @@ def main() -> int:
     backends = {"torch": create_backend("torch"),
                 "onnxruntime-fp32": create_backend("onnxruntime", precision="fp32"),
                 "onnxruntime-fp16": create_backend("onnxruntime", precision="fp16")}
+    trt_backends, skipped = tensorrt_backends()
+    backends.update(trt_backends)
+    backends.update(gpu_backends(skipped))
+    gpu_ceil = gpu_ceilings() if torch.cuda.is_available() else None
     results = {}
     for n in batches:
         tokens, z, _ = random_inputs(g, n, n, 1000 + n)
@@ -104,6 +187,8 @@ def main() -> int:
             f = fps(be, w.to(be.device), t, args.seconds, args.repeats)
             row[name] = {"frames_per_s": f, "gflops": f * 2 * macs / 1e9,
                          "share_of_matmul_ceiling": f * 2 * macs / 1e9 / peak}
+            if gpu_ceil and be.device.type == "cuda":
+                row[name]["share_of_roofline"] = f / roofline_fps(macs, g.cfg.resolution, gpu_ceil)
         for name, r in row.items():
             r["vs_torch"] = r["frames_per_s"] / row["torch"]["frames_per_s"]
             print(f"batch {n:4d} {name:18s} {r['frames_per_s']:8.1f} frames/s "
@@ -114,9 +199,12 @@ def main() -> int:
     path = write_result("backends", {
         "command": "python bench/backends.py " + " ".join(sys.argv[1:]),
         "threads": torch.get_num_threads(), "frame_multiply_adds": macs,
-        "matmul_ceiling_gflops": peak, "repeats": args.repeats, "seconds_per_run": args.seconds,
-        "batches": results,
+        "matmul_ceiling_gflops": peak, "gpu_ceilings": gpu_ceil, "repeats": args.repeats, "seconds_per_run": args.seconds,
+        "backends": {name: be.describe() for name, be in backends.items()},
+        "skipped": skipped, "batches": results,
     })
+    for be in backends.values():
+        be.close()
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -10,6 +10,26 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).parent.parent
+
+
+def kernels_from_source() -> None:
+    """Make ``t2v_rt.kernels`` importable from a plain source checkout (``PYTHONPATH=.``, as
+    on a lent GPU machine with no install): the installed wheel maps ``kernels/`` there."""
+    import importlib.util
+    import sys
+
+    try:
+        importlib.import_module("t2v_rt.kernels")
+        return
+    except ModuleNotFoundError:
+        pass
+    spec = importlib.util.spec_from_file_location(
+        "t2v_rt.kernels", ROOT / "kernels" / "__init__.py",
+        submodule_search_locations=[str(ROOT / "kernels")])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["t2v_rt.kernels"] = module
+    spec.loader.exec_module(module)
 
 
 def environment() -> dict:

@@ -14,8 +14,9 @@ from fractions import Fraction
 import pytest
 
 from t2v_rt.backends import create_backend
+from t2v_rt.backends.base import to_display
 from t2v_rt.encode import VideoSink
-from t2v_rt.pipeline import Video, frame_times, to_display
+from t2v_rt.pipeline import Video, frame_times
 
 N, SIZE = 16, 256
 

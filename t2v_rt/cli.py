@@ -89,8 +89,9 @@ def _add_video_args(p: argparse.ArgumentParser, default_size: int = 256) -> None
                         "upscaled from the model's 64)")
     p.add_argument("--seed", type=_seed, default=0, help="per-video randomness (default 0)")
     p.add_argument("--backend", default="auto",
-                   help="auto | torch | onnxruntime (default auto: onnxruntime on a CPU, "
-                        "torch on a CUDA GPU)")
+                   help="auto | torch | onnxruntime | tensorrt | triton (default auto: "
+                        "onnxruntime on a CPU; on a CUDA GPU tensorrt when a valid engine is "
+                        "in the cache (t2v-rt build-engine), else triton, else torch)")
     p.add_argument("--model", type=Path, default=None,
                    help="generator .safetensors (default: the bundled model)")
 
@@ -146,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--long-run", type=_offset, default=600.0, metavar="SECONDS",
                    help="also score the clip starting this late (default 600; 0: skip)")
     p.add_argument("--backend", default="auto",
-                   help="auto | torch | onnxruntime (default auto: onnxruntime on a CPU, "
-                        "torch on a CUDA GPU)")
+                   help="auto | torch | onnxruntime | tensorrt | triton (default auto: "
+                        "onnxruntime on a CPU; on a CUDA GPU tensorrt when a valid engine is "
+                        "in the cache (t2v-rt build-engine), else triton, else torch)")
     p.add_argument("--model", type=Path, default=None,
                    help="generator .safetensors (default: the bundled model)")
     p.add_argument("--reference", action="store_true",

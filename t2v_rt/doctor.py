@@ -43,8 +43,15 @@ def _tensorrt() -> str:
             mod = importlib.import_module(module)
         except Exception:  # noqa: BLE001
             continue
-        note = (" (builds engines without a GPU; runs them on RTX-class GPUs, compute "
-                "capability 8.0, 8.6, 8.9, 12.x; not 9.0)") if module == "tensorrt_rtx" else ""
+        note = ""
+        if module == "tensorrt_rtx":
+            from t2v_rt.compile.engine import supported_capabilities
+
+            caps = supported_capabilities(mod)
+            listed = ", ".join(f"{a}.{b}" for a, b in caps)
+            hopper = "" if (9, 0) in caps else "; not 9.0, the H100/H200"
+            note = (" (builds engines without a GPU; runs them on RTX-class GPUs, compute "
+                    f"capability {listed}{hopper})")
         return f"{flavour} {mod.__version__}{note}"
     return "none installed (pip install tensorrt-rtx-cu13 to build engines)"
 
@@ -63,7 +70,7 @@ def report() -> str:
     import torch
 
     from t2v_rt import __version__
-    from t2v_rt.backends import auto_choice, probe
+    from t2v_rt.backends import BACKENDS, auto_choice, probe
     from t2v_rt.model.io import bundled_path
 
     cuda = torch.cuda.is_available()
@@ -90,6 +97,10 @@ def report() -> str:
         f"  libx264     {_x264()}",
         f"  ONNX RT     {probe('onnxruntime')[1]}",
     ]
+    lines.append("backends:")
+    for backend in BACKENDS:
+        ok, why = probe(backend)
+        lines.append(f"  {backend:11s} {'yes' if ok else 'no'}: {why}")
     name, skipped = auto_choice()
     lines.append(f"auto backend: {name}" + (f" (skipped: {'; '.join(skipped)})" if skipped else ""))
     lines.append("auto encoder: libx264 through PyAV (y4m: raw)")

@@ -9,6 +9,11 @@ import torch
 # tests and the commands they start, never the user's cache.
 os.environ["T2V_RT_CACHE"] = tempfile.mkdtemp(prefix="t2v-rt-test-cache-")
 
+# Without a GPU, Triton's kernels run under its interpreter (numpy on the CPU). It must be set
+# before triton is first imported: @triton.jit reads it when a kernel is defined.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 @pytest.fixture(autouse=True)
 def _seed_everything():

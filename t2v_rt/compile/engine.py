@@ -14,12 +14,18 @@ Layout, in the model's cache folder (``t2v_rt.compile.cache``)::
 The manifest says what the engines were built from and for (model and ONNX digests, flavour
 and version, target compute capabilities, precision, profiles, build time, engine digests);
 an engine is reused only when all of it matches and the files are intact.
+
+Whether engines can run on this machine is decided here too, for the ``tensorrt`` backend and
+``doctor``: :func:`find_engine` (the cache), :func:`capability_problem` (the GPU against the
+flavour and the engines' targets) and :func:`validity_problem` (TensorRT-RTX's reading of an
+engine's header).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +37,9 @@ from t2v_rt.model.io import atomic_write
 
 MANIFEST = "manifest.json"
 FLAVOURS = ("tensorrt", "tensorrt_rtx")     # module names, in order of preference
+LABELS = {"tensorrt": "TensorRT", "tensorrt_rtx": "TensorRT-RTX"}
+# Where to go when the engines cannot run: ``auto`` takes the next backend that can.
+OTHER_BACKEND = "use --backend auto, triton or torch"
 
 
 @dataclass(frozen=True)
@@ -215,6 +224,139 @@ def cached_engines(weights: Path) -> list[tuple[Path, dict | None]]:
     return [(d, read_manifest(d)) for d in sorted(base.iterdir()) if d.is_dir()]
 
 
+def flavour_label(flavour: str, version: str) -> str:
+    """'TensorRT-RTX 1.7' for ('tensorrt_rtx', '1.7.1.116')."""
+    return f"{LABELS.get(flavour, flavour)} {'.'.join(version.split('.')[:2])}"
+
+
+def _cc(cc: tuple[int, int]) -> str:
+    return f"{cc[0]}.{cc[1]}"
+
+
+def supported_capabilities(trt) -> list[tuple[int, int]]:
+    """The compute capabilities TensorRT-RTX runs on, read from its ``ComputeCapability`` enum
+    (1.7: SM75, SM80, SM86, SM89, SM120, SM121; no 9.0 or 10.0, the data-centre GPUs)."""
+    caps = []
+    for name in trt.ComputeCapability.__members__:
+        m = re.fullmatch(r"SM(\d+)(\d)", name)
+        if m:
+            caps.append((int(m[1]), int(m[2])))
+    return sorted(caps)
+
+
+def engine_targets(trt, targets: list[str]) -> list[tuple[int, int]] | None:
+    """The compute capabilities a TensorRT-RTX manifest's engines run on; None when the
+    manifest does not say (built for the build machine's GPU)."""
+    caps = set()
+    for text in targets:
+        if text.startswith("default"):
+            # TensorRT-RTX's default targets: Ampere and later (Turing, 7.5, only when asked for)
+            caps.update(cc for cc in supported_capabilities(trt) if cc >= (8, 0))
+        elif m := re.search(r"SM(\d+)(\d)$", text):
+            caps.add((int(m[1]), int(m[2])))
+        else:
+            return None
+    return sorted(caps)
+
+
+def capability_problem(flavour: str, trt, cc: tuple[int, int], gpu: str,
+                       targets: list[str] | None = None) -> str | None:
+    """Why engines of ``flavour`` (built for ``targets``, from the manifest) cannot run on a GPU
+    of compute capability ``cc`` named ``gpu``, or None. The full TensorRT builds on and for the
+    GPU it runs on: nothing to say before deserialising."""
+    if flavour != "tensorrt_rtx":
+        return None
+    label = flavour_label(flavour, trt.__version__)
+    caps = supported_capabilities(trt)
+    if cc not in caps:
+        return (f"{label} does not support compute capability {_cc(cc)} ({gpu}); it runs "
+                f"{', '.join(map(_cc, caps))} (RTX-class GPUs); {OTHER_BACKEND}")
+    built = engine_targets(trt, targets) if targets is not None else None
+    if built is not None and cc not in built:
+        return (f"the engines target compute capability {', '.join(map(_cc, built))}, not this "
+                f"GPU's {_cc(cc)} ({gpu}), and 't2v-rt build-engine' builds for the default "
+                f"targets only; {OTHER_BACKEND}")
+    return None
+
+
+# What TensorRT-RTX's ``EngineInvalidityDiagnostics`` bits mean, and what to do about each.
+_DIAGNOSES = {
+    "MALFORMED_ENGINE": "is corrupt or truncated (TensorRT-RTX cannot read its header); "
+                        "rebuild with 't2v-rt build-engine --force'",
+    "VERSION_MISMATCH": "was built by another TensorRT-RTX version than the installed {version}; "
+                        "rebuild with 't2v-rt build-engine --force'",
+    "UNSUPPORTED_CC": "does not target this GPU's compute capability; " + OTHER_BACKEND,
+    "OLD_CUDA_DRIVER": "needs a newer NVIDIA driver than this machine's; update the driver, or "
+                       + OTHER_BACKEND,
+    "OLD_CUDA_RUNTIME": "needs a newer CUDA runtime than this machine's; update CUDA, or "
+                        + OTHER_BACKEND,
+    "INSUFFICIENT_GPU_MEMORY": "needs more GPU memory than is free; free some (nvidia-smi shows "
+                               "who holds it), or " + OTHER_BACKEND,
+    "CUDA_ERROR": "could not be checked: CUDA failed while TensorRT-RTX read the GPU (see "
+                  "nvidia-smi); " + OTHER_BACKEND,
+}
+
+
+def validity_problem(trt, validity, diagnostics: int) -> str | None:
+    """TensorRT-RTX's ``Runtime.get_engine_validity`` answer as what is wrong with the engine
+    and what to do (a phrase to follow the engine's name), or None when it may run (VALID, or
+    SUBOPTIMAL: runs, maybe slower). It reads the header only: damage past the header is the
+    manifest's digests' to find."""
+    if validity != trt.EngineValidity.INVALID:
+        return None
+    version = trt.__version__
+    found, rest = [], int(diagnostics)
+    for name, member in trt.EngineInvalidityDiagnostics.__members__.items():
+        if rest & int(member):
+            found.append(_DIAGNOSES.get(name, f"is invalid here ({name})").format(version=version))
+            rest &= ~int(member)
+    if rest:
+        found.append(f"is invalid here (unknown diagnostics 0x{rest:x})")
+    if not found:
+        # Observed with tensorrt-rtx 1.7.1.116 on a machine without a usable CUDA GPU or driver:
+        # every engine, intact or not, is INVALID with no diagnostics ("Error reading CUDA GPU
+        # properties" in TensorRT's log).
+        return ("is called invalid by TensorRT-RTX with no reason given, which is its answer "
+                "when it cannot read the GPU's properties (no usable CUDA GPU or driver); check "
+                f"nvidia-smi, or {OTHER_BACKEND}")
+    return "; it also ".join(found)
+
+
+def find_engine(weights: Path, flavour: str, trt, precision: str = "fp16",
+                cc: tuple[int, int] | None = None, gpu: str = "this GPU") -> tuple[Path, dict]:
+    """The engine folder in the cache to run the model at ``weights`` with: intact, built for
+    this model, flavour and version (and, for TensorRT-RTX, targeting compute capability
+    ``cc``); ``precision`` first, then the largest frame batch. None: :class:`RuntimeUnavailable`
+    with why each folder was passed over and the command that builds one."""
+    digest = model_digest(weights)
+    usable, passed = [], {}
+    for folder, manifest in cached_engines(weights):
+        problem = manifest_problem(manifest, folder, model_sha256=digest, flavour=flavour,
+                                   version=trt.__version__)
+        if problem is None and cc is not None:
+            problem = capability_problem(flavour, trt, cc, gpu,
+                                         manifest.get("target_compute_capabilities", []))
+        if problem:
+            passed.setdefault(problem, []).append(folder.name)
+        else:
+            usable.append((folder, manifest))
+    if not usable:
+        from t2v_rt.model.io import bundled_path
+
+        model = "" if weights == bundled_path() else f" --model {weights}"
+        where = f"{flavour_label(flavour, trt.__version__)} engine of this model in " \
+                f"{model_folder(weights) / 'engines'}"
+        build = f"build one with 't2v-rt build-engine{model}', or {OTHER_BACKEND}"
+        if not passed:
+            raise RuntimeUnavailable(f"no {where}; {build}")
+        found = "; ".join(f"{', '.join(names)}: {problem}" for problem, names in passed.items())
+        fixed = all("build-engine" in p or "--backend" in p for p in passed)
+        raise RuntimeUnavailable(f"no usable {where} ({found})" + ("" if fixed else f"; {build}"))
+    usable.sort(key=lambda fm: (fm[1].get("precision") != precision,
+                                -max(fm[1].get("profiles", {}).get("frames", [0]))))
+    return usable[0]
+
+
 def engine_status(folder: Path, manifest: dict | None, weights: Path) -> str:
     """Whether an engine folder could run here, and if not, why: for ``doctor``."""
     try:
@@ -229,7 +371,11 @@ def engine_status(folder: Path, manifest: dict | None, weights: Path) -> str:
 
     if not torch.cuda.is_available():
         return "intact, built for this model and TensorRT; not runnable here: no CUDA GPU"
-    major, minor = torch.cuda.get_device_capability()
-    cc = f"{major}.{minor}"
+    cc, gpu = torch.cuda.get_device_capability(), torch.cuda.get_device_name()
     targets = manifest.get("target_compute_capabilities", [])
-    return f"intact; this GPU is compute capability {cc}, the engine targets {', '.join(targets)}"
+    problem = capability_problem(flavour, trt, cc, gpu, targets)
+    if problem:
+        return f"intact; not runnable on this GPU: {problem}"
+    label = flavour_label(flavour, trt.__version__)
+    return (f"intact; this GPU ({gpu}, compute capability {_cc(cc)}) is supported by {label}, "
+            f"the engines target {', '.join(targets)}")

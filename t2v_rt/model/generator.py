@@ -49,6 +49,7 @@ and the scale/shift are per-pixel epilogue arithmetic. A last 3x3 conv gives the
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -283,6 +284,17 @@ def uniform_latent(z: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1 + torch.erf(z * (0.5**0.5)))
 
 
+class FrameHead(NamedTuple):
+    """What the synthesis body needs per frame (:meth:`Generator.frame_head`)."""
+
+    x: torch.Tensor             # [N, C0, base, base]: the stem
+    scales: list[torch.Tensor]  # per block [N, K]: the FiLM scale (1 + modulation)
+    shifts: list[torch.Tensor]  # per block [N, K]
+    pose: torch.Tensor          # [N, 2]: the shape's centre
+    fg: torch.Tensor            # [N, 3]: the shape's colour, in [-1, 1]
+    bg: torch.Tensor            # [N, 3]: the background's
+
+
 class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -376,6 +388,18 @@ class Generator(nn.Module):
                          time: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """As :meth:`synthesize_all`, from the time basis [N, 2H] (:func:`time_features`,
         computed in float64 on the host): what compiled graphs take instead of seconds."""
+        head = self.frame_head(w, time)
+        x = head.x
+        for block, a, b in zip(self.blocks, head.scales, head.shifts):
+            x = block(x, a, b, head.pose)
+        alpha = torch.sigmoid(self.to_alpha(x))
+        frames = head.bg[:, :, None, None] + alpha * (head.fg - head.bg)[:, :, None, None]
+        return frames, alpha, head.pose
+
+    def frame_head(self, w: torch.Tensor, time: torch.Tensor) -> FrameHead:
+        """The per-frame work before the convolutions (small matrix products): the 4 x 4
+        stem, every block's scale/shift, the pose, the two colours. Shared with the backends
+        that replace the body (``t2v_rt.backends.triton_backend``)."""
         cfg = self.cfg
         n, s = w.shape[0], cfg.style_dim
         w, phase, fg, bg = w[:, :s], w[:, s : s + 2], w[:, s + 2 : s + 5], w[:, s + 5 : s + 8]
@@ -388,15 +412,12 @@ class Generator(nn.Module):
         x = F.leaky_relu(self.stem(h), cfg.leaky_slope)
         x = x.view(n, cfg.channels[0], cfg.base_size, cfg.base_size)
         mod = self.modulation(h)
-        offset = 0
-        for block, cout in zip(self.blocks, cfg.channels[1:]):
-            a = 1 + mod[:, offset : offset + cout]
-            b = mod[:, offset + cout : offset + 2 * cout]
+        scales, shifts, offset = [], [], 0
+        for cout in cfg.channels[1:]:
+            scales.append(1 + mod[:, offset : offset + cout])
+            shifts.append(mod[:, offset + cout : offset + 2 * cout])
             offset += 2 * cout
-            x = block(x, a, b, pose)
-        alpha = torch.sigmoid(self.to_alpha(x))
-        frames = bg[:, :, None, None] + alpha * (fg - bg)[:, :, None, None]
-        return frames, alpha, pose
+        return FrameHead(x, scales, shifts, pose, fg, bg)
 
     def forward(self, tokens: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """tokens [B, L], z [B, Z], t [B, T] -> frames [B, T, 3, R, R]."""
