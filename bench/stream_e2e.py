@@ -1,6 +1,6 @@
 """End-to-end `t2v-rt stream` on the bundled model: time to first byte and frames/s.
 
-    python bench/stream_e2e.py [--frames 600] [--size 256] [--repeats 3]
+    python bench/stream_e2e.py [--frames 600] [--size 256] [--repeats 3] [--encoder auto]
 
 Runs the real command line as a subprocess (start-up, model load, generation, x264, MPEG-TS
 muxing, the pipe), the way a user runs it, and writes bench/results/stream_e2e-{cpu,gpu}.json.
@@ -23,9 +23,10 @@ from common import write_result  # noqa: E402
 PROMPT = "a large red circle moving left and right slowly on a black background"
 
 
-def one_run(frames: int, size: int, fmt: str) -> dict:
+def one_run(frames: int, size: int, fmt: str, encoder: str = "auto", backend: str = "auto") -> dict:
     cmd = [sys.executable, "-m", "t2v_rt", "stream", PROMPT, "--no-realtime", "--frames",
-           str(frames), "--size", str(size), "--format", fmt]
+           str(frames), "--size", str(size), "--format", fmt, "--encoder", encoder,
+           "--backend", backend]
     start = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     first = p.stdout.read(1)
@@ -45,10 +46,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--format", default="mpegts")
+    ap.add_argument("--encoder", default="auto", help="auto | nvenc | nvjpeg | x264 | raw")
+    ap.add_argument("--backend", default="auto")
     args = ap.parse_args()
     runs = []
     for i in range(args.repeats):
-        r = one_run(args.frames, args.size, args.format)
+        r = one_run(args.frames, args.size, args.format, args.encoder, args.backend)
         print(f"run {i + 1}/{args.repeats}: first byte {r['first_byte_s']:.2f} s, "
               f"{r['steady_fps']:.1f} fps steady, {r['overall_fps']:.1f} fps overall",
               file=sys.stderr)
@@ -56,14 +59,17 @@ def main() -> None:
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     summary = {
         "command": f"t2v-rt stream '{PROMPT}' --no-realtime --frames {args.frames} "
-                   f"--size {args.size} --format {args.format}",
+                   f"--size {args.size} --format {args.format} --encoder {args.encoder} "
+                   f"--backend {args.backend}",
         "frames": args.frames, "size": args.size, "format": args.format,
+        "encoder": args.encoder, "backend": args.backend,
         "median": med, "runs": runs,
         "targets": {"steady_fps": 90, "first_byte_s": 3.0},
         "meets_targets": med["steady_fps"] >= 90 and med["first_byte_s"] <= 3.0,
         "real_time_factor_at_30fps": med["steady_fps"] / 30,
     }
-    path = write_result("stream_e2e", summary)
+    name = "stream_e2e" + ("" if args.encoder == "auto" else f"-{args.encoder}")
+    path = write_result(name, summary)
     print(f"median: first byte {med['first_byte_s']:.2f} s, {med['steady_fps']:.1f} fps steady "
           f"({med['steady_fps'] / 30:.1f}x real time at 30 fps) -> {path}", file=sys.stderr)
 

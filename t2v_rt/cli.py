@@ -79,6 +79,14 @@ _seconds = _checked(float, "a number", lambda s: 0 < s < float("inf"), "a positi
 _offset = _checked(float, "a number", lambda s: 0 <= s < float("inf"), "zero or a positive number")
 _count = _checked(int, "an integer", lambda n: n >= 1, "at least 1")
 _seed = _checked(int, "an integer", lambda n: 0 <= n < 2**63, "in [0, 2^63)")
+_kbps = _checked(int, "an integer", lambda n: 0 <= n <= 1_000_000, "in [0, 1000000] kbit/s")
+_quality = _checked(int, "an integer", lambda n: 1 <= n <= 51, "in [1, 51]")
+
+
+def _encoder_options(args):
+    from t2v_rt.encode.encoders import EncoderOptions
+
+    return EncoderOptions(gop=args.gop, bitrate=args.bitrate * 1000, quality=args.quality)
 
 
 def _add_video_args(p: argparse.ArgumentParser, default_size: int = 256) -> None:
@@ -94,6 +102,15 @@ def _add_video_args(p: argparse.ArgumentParser, default_size: int = 256) -> None
                         "in the cache (t2v-rt build-engine), else triton, else torch)")
     p.add_argument("--model", type=Path, default=None,
                    help="generator .safetensors (default: the bundled model)")
+    p.add_argument("--encoder", default="auto",
+                   help="auto | nvenc | nvjpeg | x264 | raw (default auto: the first that works "
+                        "here: NVENC, then GPU JPEG (NUT/Matroska), then libx264; raw for Y4M)")
+    p.add_argument("--gop", type=_count, default=None,
+                   help="frames between keyframes, each repeating SPS/PPS (default 2 s)")
+    p.add_argument("--bitrate", type=_kbps, default=0, metavar="KBPS",
+                   help="target bitrate in kbit/s (default: constant quality)")
+    p.add_argument("--quality", type=_quality, default=23,
+                   help="constant quality, 1 (best) to 51 (x264 CRF, NVENC CQ; default 23)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,7 +224,8 @@ def cmd_stream(args) -> int:
         raise UsageError("stdout is a terminal; pipe the video to a player, e.g. "
                          "'t2v-rt stream \"a red ball\" | ffplay -'")
     from t2v_rt.backends import create_backend
-    from t2v_rt.encode import FdWriter, VideoSink
+    from t2v_rt.encode import FdWriter
+    from t2v_rt.encode.encoders import open_sink
     from t2v_rt.pipeline import StreamOptions, Video, run_stream
 
     frames = args.frames
@@ -218,13 +236,14 @@ def cmd_stream(args) -> int:
     backend = create_backend(args.backend, args.model, log=log)
     video = Video(backend, args.prompt, args.seed)
     out = FdWriter(sys.stdout.fileno())
-    log(f"streaming '{args.prompt}' | {backend.describe()} | {args.size}x{args.size} @ "
-        f"{float(args.fps):g} fps | {args.format} | "
+    sink = open_sink(args.encoder, out, args.format, args.fps, args.size, _encoder_options(args),
+                     on_cuda=backend.device.type == "cuda", log=log)
+    log(f"streaming '{args.prompt}' | {backend.describe()} | {sink.describe()} | "
+        f"{args.size}x{args.size} @ {float(args.fps):g} fps | {args.format} | "
         f"{'forever (Ctrl-C to stop)' if frames is None else f'{frames} frames'}")
-    sink = VideoSink(out, args.format, args.fps, args.size)
     _StopRequest.streaming = True
     try:
-        n = run_stream(video, sink.write, opts, stop=lambda: _StopRequest.requested)
+        n = run_stream(video, sink, opts, stop=lambda: _StopRequest.requested)
     finally:
         _StopRequest.streaming = False
     sink.close()
@@ -262,7 +281,7 @@ def cmd_generate(args) -> int:
         raise UsageError(f"output folder '{parent}' does not exist; create it or choose another -o")
     _check_writable(parent)
     from t2v_rt.backends import create_backend
-    from t2v_rt.encode import VideoSink
+    from t2v_rt.encode.encoders import choose_encoder, open_sink
     from t2v_rt.model.io import atomic_write
     from t2v_rt.pipeline import StreamOptions, Video, run_stream
 
@@ -270,18 +289,22 @@ def cmd_generate(args) -> int:
     opts = StreamOptions(fps=args.fps, size=args.size, frames=frames,
                          realtime=False)
     backend = create_backend(args.backend, args.model, log=log)
+    on_cuda = backend.device.type == "cuda"
+    encoder = choose_encoder(args.encoder, fmt, on_cuda, log)     # before any file is made
     video = Video(backend, args.prompt, args.seed)
+    described = []
 
     def write(tmp: Path) -> None:
-        sink = VideoSink(tmp, fmt, args.fps, args.size)
+        sink = open_sink(encoder, tmp, fmt, args.fps, args.size, _encoder_options(args), on_cuda)
+        described.append(sink.describe())
         try:
-            run_stream(video, sink.write, opts)
+            run_stream(video, sink, opts)
         finally:
             sink.close()
 
     atomic_write(out, write)
     log(f"wrote {out} ({frames} frames, {args.size}x{args.size} @ {float(args.fps):g} fps, "
-        f"{backend.describe()})")
+        f"{backend.describe()}, {described[0]})")
     return 0
 
 

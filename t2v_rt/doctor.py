@@ -56,6 +56,18 @@ def _tensorrt() -> str:
     return "none installed (pip install tensorrt-rtx-cu13 to build engines)"
 
 
+def _nvenc() -> str:
+    """NVENC's status in the driver's own words, and the native module's build."""
+    from t2v_rt.encode.nvenc import native_module, nvenc_status
+
+    ok, why = nvenc_status()
+    try:
+        built = "module built against NVENC API {}.{}".format(*native_module().NVENC_API_VERSION)
+    except Exception:  # noqa: BLE001 - the reason is already in ``why``
+        return f"no: {why}"
+    return f"{'yes' if ok else 'no'}: {why} ({built})"
+
+
 def _triton(cuda: bool) -> str:
     v = _version("triton")
     if v.startswith("not available"):
@@ -92,7 +104,7 @@ def report() -> str:
         "accelerations:",
         f"  CUDA        {'yes' if cuda else 'no'}",
         f"  TensorRT    {_tensorrt()}",
-        "  NVENC       no (the native encoder module is not built in this version)",
+        f"  NVENC       {_nvenc()}",
         f"  Triton      {_triton(cuda)}",
         f"  libx264     {_x264()}",
         f"  ONNX RT     {probe('onnxruntime')[1]}",
@@ -103,7 +115,15 @@ def report() -> str:
         lines.append(f"  {backend:11s} {'yes' if ok else 'no'}: {why}")
     name, skipped = auto_choice()
     lines.append(f"auto backend: {name}" + (f" (skipped: {'; '.join(skipped)})" if skipped else ""))
-    lines.append("auto encoder: libx264 through PyAV (y4m: raw)")
+    from t2v_rt.encode.encoders import ENCODERS, choose_encoder, encoder_problem
+
+    on_cuda = name in ("torch", "triton", "tensorrt") and cuda
+    lines.append("encoders (mpegts; nvjpeg: nut):")
+    for enc in ENCODERS:
+        fmt = {"raw": "y4m", "nvjpeg": "nut"}.get(enc, "mpegts")
+        why = encoder_problem(enc, fmt, on_cuda)
+        lines.append(f"  {enc:11s} {'yes' if why is None else 'no: ' + why}")
+    lines.append(f"auto encoder: {choose_encoder('auto', 'mpegts', on_cuda)} (y4m: raw)")
     bp = bundled_path()
     lines.append(f"bundled model: {bp} ({'present' if bp.is_file() else 'MISSING'})")
     if bp.is_file():

@@ -57,30 +57,116 @@ def batches(total: int | None, first: int, rest: int) -> Iterator[tuple[int, int
         start, count = start + n, rest
 
 
-def run_stream(video: Video, write: Callable[[np.ndarray], None], opts: StreamOptions,
-               stop: Callable[[], bool] | None = None) -> int:
-    """Generate and hand frames to ``write``; returns the number of frames written.
+class _Pacer:
+    """Hands frames to ``write`` in order; in real time frame k no earlier than k / fps after
+    the first; ``stop`` polled before each frame."""
 
-    The first frame is generated alone and written at once; then frames come in batches. In
-    real time, frame k is written no earlier than k / fps after the first. ``stop`` is
-    polled before each frame; when it returns True the loop ends.
+    def __init__(self, opts: StreamOptions, stop: Callable[[], bool] | None):
+        self.period = float(1 / opts.fps)
+        self.realtime, self.stop = opts.realtime, stop
+        self.t0: float | None = None
+        self.written = 0
+
+    def emit(self, index: int, write: Callable[[], None]) -> bool:
+        """Write frame ``index``; False when stopped instead."""
+        if self.stop is not None and self.stop():
+            return False
+        if self.realtime and self.t0 is not None:
+            delay = self.t0 + index * self.period - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        write()
+        self.written += 1
+        if self.t0 is None:
+            self.t0 = time.monotonic()
+        return True
+
+
+def run_stream(video: Video, sink, opts: StreamOptions,
+               stop: Callable[[], bool] | None = None) -> int:
+    """Generate frames and hand them to ``sink`` (its ``write``); returns how many it wrote.
+
+    The first frame is generated alone and written at once; then frames come in batches (in
+    real time short ones, <= ~1/4 s of video, so pacing stays smooth). A sink that takes host
+    RGB (``sink.takes == "rgb"``: x264, raw) gets the backend's uint8 display frames; one that
+    takes tensors (the GPU encoders) gets the float frames where they are, through
+    :func:`_run_overlapped`.
     """
-    period = float(1 / opts.fps)
-    t0 = None
-    written = 0
-    # In real time keep batches short (<= ~1/4 s of video) so pacing stays smooth.
     rest = opts.batch if not opts.realtime else max(1, min(opts.batch, int(opts.fps / 4)))
+    if getattr(sink, "takes", "rgb") == "tensor":
+        return _run_overlapped(video, sink, opts, stop, rest)
+    pacer = _Pacer(opts, stop)
     for start, n in batches(opts.frames, 1, rest):
         frames = video.display_at(frame_times(start, n, opts.fps))
         for k in range(n):
-            if stop is not None and stop():
-                return written
-            if opts.realtime and t0 is not None:
-                delay = t0 + (start + k) * period - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            write(frames[k : k + 1])
-            written += 1
-            if t0 is None:
-                t0 = time.monotonic()
-    return written
+            if not pacer.emit(start + k, lambda k=k, f=frames: sink.write(f[k : k + 1])):
+                return pacer.written
+    return pacer.written
+
+
+def _run_overlapped(video: Video, sink, opts: StreamOptions, stop, rest: int) -> int:
+    """Generation and encoding overlapped, double-buffered: this thread generates batch k + 1
+    (on its own CUDA stream) while a writer thread converts and encodes batch k (on another),
+    ordered by a CUDA event per batch. At most one batch waits between them. On the CPU the
+    same two threads run without streams."""
+    import contextlib
+    import queue
+    import threading
+
+    cuda = video.backend.device.type == "cuda"
+    gen_stream = torch.cuda.Stream() if cuda else None
+    enc_stream = torch.cuda.Stream() if cuda else None
+    pending: queue.Queue = queue.Queue(maxsize=1)
+    pacer = _Pacer(opts, stop)
+    failure: list[BaseException] = []
+    done = threading.Event()
+
+    def on(stream):
+        return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+
+    def writer() -> None:
+        try:
+            with on(enc_stream):
+                while (item := pending.get()) is not None:
+                    start, frames, ready = item
+                    if ready is not None:
+                        enc_stream.wait_event(ready)
+                        frames.record_stream(enc_stream)   # not reused before encoding ends
+                    for k in range(len(frames)):
+                        if not pacer.emit(start + k, lambda k=k, f=frames: sink.write(f[k : k + 1])):
+                            return
+        except BaseException as e:  # noqa: BLE001 - raised again in the generating thread
+            failure.append(e)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=writer, name="t2v-rt-encoder", daemon=True)
+    thread.start()
+
+    def hand_over(item) -> bool:
+        while not done.is_set():
+            try:
+                pending.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for start, n in batches(opts.frames, 1, rest):
+            if done.is_set():
+                break
+            with on(gen_stream):
+                frames = video.frames_at(frame_times(start, n, opts.fps))
+                ready = None
+                if cuda:
+                    ready = torch.cuda.Event()
+                    ready.record(gen_stream)
+            if not hand_over((start, frames, ready)):
+                break
+    finally:
+        hand_over(None)
+        thread.join()
+    if failure:
+        raise failure[0]
+    return pacer.written

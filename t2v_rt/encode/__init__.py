@@ -1,5 +1,5 @@
 """Encoders and muxers: frames to a video stream or file."""
 
-from t2v_rt.encode.sink import EXTENSIONS, FORMATS, FdWriter, VideoSink
+from t2v_rt.encode.sink import EXTENSIONS, FORMATS, FdWriter, PacketSink, VideoSink
 
-__all__ = ["EXTENSIONS", "FORMATS", "FdWriter", "VideoSink"]
+__all__ = ["EXTENSIONS", "FORMATS", "FdWriter", "PacketSink", "VideoSink"]

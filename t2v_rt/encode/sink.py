@@ -33,6 +33,8 @@ FORMATS: dict[str, Container] = {
     "y4m": Container("yuv4mpegpipe", "rawvideo", {"flush_packets": "1"}),
     "mp4": Container("mp4", "libx264", {"movflags": "+faststart"}),  # files only: needs seeking
 }
+# What each pre-encoded codec's stream declares (JPEG: full-range YUV 4:2:0).
+PACKET_PIX_FMT = {"h264": "yuv420p", "hevc": "yuv420p", "mjpeg": "yuvj420p"}
 EXTENSIONS = {".mp4": "mp4", ".mkv": "matroska", ".ts": "mpegts", ".y4m": "y4m"}
 
 
@@ -60,7 +62,8 @@ class VideoSink:
     """
 
     def __init__(self, target: str | Path | BinaryIO | FdWriter, fmt: str, fps: Fraction,
-                 size: int | tuple[int, int], gop: int | None = None, crf: int = 23):
+                 size: int | tuple[int, int], gop: int | None = None, crf: int = 23,
+                 bitrate: int = 0):
         spec = FORMATS[fmt]
         self.fmt = fmt
         target = str(target) if isinstance(target, Path) else target
@@ -69,8 +72,12 @@ class VideoSink:
         self.stream.width, self.stream.height = (size, size) if isinstance(size, int) else size
         self.stream.pix_fmt = "yuv420p"
         if spec.codec == "libx264":
-            self.stream.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": str(crf),
+            self.stream.options = {"preset": "ultrafast", "tune": "zerolatency",
                                    "g": str(gop or max(1, round(2 * float(fps))))}
+            if bitrate > 0:      # average bitrate; else constant quality (CRF)
+                self.stream.bit_rate = bitrate
+            else:
+                self.stream.options = {**self.stream.options, "crf": str(crf)}
         self.stream.codec_context.time_base = Fraction(1) / fps
         self.index = 0
         self.closed = False
@@ -95,3 +102,38 @@ class VideoSink:
                 self.container.mux(packet)
         finally:
             self.container.close()
+
+
+class PacketSink:
+    """Already-encoded packets (H.264 / HEVC Annex B from NVENC, JPEG from nvJPEG) -> the
+    container on ``target``, without re-encoding: PyAV muxes them with timestamps of one
+    frame period each (time base 1 / fps)."""
+
+    def __init__(self, target: str | Path | BinaryIO | FdWriter, fmt: str, fps: Fraction,
+                 size: int | tuple[int, int], codec: str):
+        spec = FORMATS[fmt]
+        target = str(target) if isinstance(target, Path) else target
+        self.fmt, self.codec = fmt, codec
+        self.container = av.open(target, "w", format=spec.muxer, options=dict(spec.options))
+        self.stream = self.container.add_stream(codec, rate=fps)
+        self.stream.width, self.stream.height = (size, size) if isinstance(size, int) else size
+        self.stream.pix_fmt = PACKET_PIX_FMT[codec]
+        self.time_base = Fraction(1) / fps
+        self.stream.time_base = self.time_base
+        self.index = 0
+        self.closed = False
+
+    def mux(self, data: bytes, key: bool) -> None:
+        packet = av.Packet(data)
+        packet.stream = self.stream
+        packet.pts = packet.dts = self.index
+        packet.time_base = self.time_base
+        packet.is_keyframe = key
+        self.container.mux(packet)
+        self.index += 1
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.container.close()
+
