@@ -86,7 +86,8 @@ _quality = _checked(int, "an integer", lambda n: 1 <= n <= 51, "in [1, 51]")
 def _encoder_options(args):
     from t2v_rt.encode.encoders import EncoderOptions
 
-    return EncoderOptions(gop=args.gop, bitrate=args.bitrate * 1000, quality=args.quality)
+    return EncoderOptions(gop=args.gop, bitrate=args.bitrate * 1000, quality=args.quality,
+                          codec=args.codec)
 
 
 def _add_video_args(p: argparse.ArgumentParser, default_size: int = 256) -> None:
@@ -105,6 +106,8 @@ def _add_video_args(p: argparse.ArgumentParser, default_size: int = 256) -> None
     p.add_argument("--encoder", default="auto",
                    help="auto | nvenc | nvjpeg | x264 | raw (default auto: the first that works "
                         "here: NVENC, then GPU JPEG (NUT/Matroska), then libx264; raw for Y4M)")
+    p.add_argument("--codec", default="h264", choices=("h264", "hevc"),
+                   help="h264 (default) or hevc (NVENC only)")
     p.add_argument("--gop", type=_count, default=None,
                    help="frames between keyframes, each repeating SPS/PPS (default 2 s)")
     p.add_argument("--bitrate", type=_kbps, default=0, metavar="KBPS",
@@ -290,7 +293,7 @@ def cmd_generate(args) -> int:
                          realtime=False)
     backend = create_backend(args.backend, args.model, log=log)
     on_cuda = backend.device.type == "cuda"
-    encoder = choose_encoder(args.encoder, fmt, on_cuda, log)     # before any file is made
+    encoder = choose_encoder(args.encoder, fmt, on_cuda, log, args.codec)   # before any file is made
     video = Video(backend, args.prompt, args.seed)
     described = []
 

@@ -82,6 +82,12 @@ def test_explicit_encoders_that_cannot_run_are_clear_errors():
         choose_encoder("h265", "mpegts", on_cuda=False)
 
 
+def test_hevc_is_nvenc_only():
+    assert "x264 does not encode HEVC" in encoder_problem("x264", "mpegts", on_cuda=False, codec="hevc")
+    with pytest.raises(RuntimeUnavailable, match="no encoder can write this here"):
+        choose_encoder("auto", "mpegts", on_cuda=False, codec="hevc")
+
+
 def test_mjpeg_needs_nut_or_matroska():
     assert "MJPEG goes in NUT or Matroska" in encoder_problem("nvjpeg", "mpegts", on_cuda=True)
 

@@ -125,6 +125,8 @@ class TritonBackend(Backend):
         return io["out"].clone()
 
     def _capture(self, w: torch.Tensor, basis: torch.Tensor, display: bool):
+        self.log(f"triton: capturing the frame step for batch {w.shape[0]} in a CUDA graph (the "
+                 "kernels are autotuned first, once per GPU and shape; Triton caches the choice)")
         io = {"w": w.clone(), "basis": basis.clone()}
         try:
             side = torch.cuda.Stream()

@@ -41,9 +41,11 @@ class EncoderOptions:
     codec: str = "h264"          # nvenc: h264 | hevc
 
 
-def encoder_problem(name: str, fmt: str, on_cuda: bool) -> str | None:
-    """Why encoder ``name`` cannot write container ``fmt`` here (frames on a CUDA GPU or not),
-    or None."""
+def encoder_problem(name: str, fmt: str, on_cuda: bool, codec: str = "h264") -> str | None:
+    """Why encoder ``name`` cannot write container ``fmt`` here (frames on a CUDA GPU or not)
+    in ``codec`` (h264, or hevc: NVENC only), or None."""
+    if codec != "h264" and name != "nvenc":
+        return f"{name} does not encode {codec.upper()} (NVENC does; or --codec h264)"
     if name == "raw":
         return None if fmt == "y4m" else "raw frames go in Y4M only (--format y4m, or a .y4m file)"
     if fmt == "y4m":
@@ -56,6 +58,8 @@ def encoder_problem(name: str, fmt: str, on_cuda: bool) -> str | None:
         return "the frames are not on a CUDA GPU (the backend runs on the CPU)"
     if name == "nvenc":
         ok, why = nvenc_status(torch.cuda.current_device())
+        if ok and codec not in why.rsplit(":", 1)[-1]:
+            return f"this GPU's NVENC has no {codec.upper()} ({why})"
         return None if ok else why
     if name == "nvjpeg":
         if fmt not in MJPEG_FORMATS:
@@ -68,13 +72,13 @@ def encoder_problem(name: str, fmt: str, on_cuda: bool) -> str | None:
     return f"unknown encoder '{name}'"
 
 
-def choose_encoder(name: str, fmt: str, on_cuda: bool, log=None) -> str:
+def choose_encoder(name: str, fmt: str, on_cuda: bool, log=None, codec: str = "h264") -> str:
     """The encoder to use: ``name`` if it can run (else :class:`RuntimeUnavailable`), or for
     ``auto`` the first in :data:`ENCODERS` that can, logging why the others were skipped."""
     if name == "auto":
         reasons = []
         for candidate in ("raw",) if fmt == "y4m" else ENCODERS[:3]:
-            why = encoder_problem(candidate, fmt, on_cuda)
+            why = encoder_problem(candidate, fmt, on_cuda, codec)
             if why is None:
                 if reasons and log:
                     log(f"encoder auto: {candidate} (skipped {'; '.join(reasons)})")
@@ -83,7 +87,7 @@ def choose_encoder(name: str, fmt: str, on_cuda: bool, log=None) -> str:
         raise RuntimeUnavailable("no encoder can write this here: " + "; ".join(reasons))
     if name not in ENCODERS:
         raise UsageError(f"unknown encoder '{name}'; choose one of: auto, {', '.join(ENCODERS)}")
-    why = encoder_problem(name, fmt, on_cuda)
+    why = encoder_problem(name, fmt, on_cuda, codec)
     if why:
         raise RuntimeUnavailable(f"encoder '{name}' cannot run here: {why}; use --encoder auto")
     return name
@@ -171,7 +175,7 @@ def open_sink(name: str, target: str | Path | BinaryIO | FdWriter, fmt: str, fps
               on_cuda: bool = False, log=None):
     """The sink of encoder ``name`` (or ``auto``'s choice) writing container ``fmt``."""
     size = (size, size) if isinstance(size, int) else size
-    chosen = choose_encoder(name, fmt, on_cuda, log)
+    chosen = choose_encoder(name, fmt, on_cuda, log, options.codec)
     if chosen == "nvenc":
         return NvencSink(target, fmt, fps, size, options)
     if chosen == "nvjpeg":
