@@ -236,16 +236,12 @@ def upsample_conv_act(
 
 
 def coordinate_grid(pose: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """[N, 2] pose -> [N, 5, height, width]: dx, dy, |dx|, |dy|, r of each pixel centre
-    (coordinates in [-1, 1] across each axis) relative to the pose; fp32."""
-    pose = pose.float()
-    cx = (torch.arange(width, device=pose.device, dtype=torch.float32) + 0.5) / width * 2 - 1
-    cy = (torch.arange(height, device=pose.device, dtype=torch.float32) + 0.5) / height * 2 - 1
-    dx = cx.view(1, 1, width) - pose[:, 0, None, None]
-    dy = cy.view(1, height, 1) - pose[:, 1, None, None]
-    dx, dy = torch.broadcast_tensors(dx, dy)
-    r = torch.sqrt(dx * dx + dy * dy + 1e-8)
-    return torch.stack([dx, dy, dx.abs(), dy.abs(), r], dim=1)
+    """[N, 2] pose -> [N, 5, height, width] fp32: dx, dy, |dx|, |dy|, r of each pixel centre
+    (coordinates in [-1, 1] across each axis) relative to the pose; the generator's
+    ``coordinate_features``, the epilogue's reference."""
+    from t2v_rt.model.generator import coordinate_features
+
+    return coordinate_features(pose.float(), height, width)
 
 
 def upsample_conv_act_ref(x, weight, bias=None, activation="leaky_relu", slope=0.2, scale=None,

@@ -90,6 +90,15 @@ def _encoder_options(args):
                           codec=args.codec)
 
 
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto",
+                   help="auto | torch | onnxruntime | tensorrt | triton (default auto: "
+                        "onnxruntime on a CPU; on a CUDA GPU tensorrt when a valid engine is "
+                        "in the cache (t2v-rt build-engine), else triton, else torch)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="generator .safetensors (default: the bundled model)")
+
+
 def _add_video_args(p: argparse.ArgumentParser, default_size: int = 256) -> None:
     p.add_argument("prompt", help=f"what to show, {DEFAULT_PROMPT_HELP}")
     p.add_argument("--fps", type=_fps, default=Fraction(30), help="frames per second (default 30)")
@@ -97,12 +106,7 @@ def _add_video_args(p: argparse.ArgumentParser, default_size: int = 256) -> None
                    help=f"output side in pixels, even (default {default_size}, "
                         "upscaled from the model's 64)")
     p.add_argument("--seed", type=_seed, default=0, help="per-video randomness (default 0)")
-    p.add_argument("--backend", default="auto",
-                   help="auto | torch | onnxruntime | tensorrt | triton (default auto: "
-                        "onnxruntime on a CPU; on a CUDA GPU tensorrt when a valid engine is "
-                        "in the cache (t2v-rt build-engine), else triton, else torch)")
-    p.add_argument("--model", type=Path, default=None,
-                   help="generator .safetensors (default: the bundled model)")
+    _add_model_args(p)
     p.add_argument("--encoder", default="auto",
                    help="auto | nvenc | nvjpeg | x264 | raw (default auto: the first that works "
                         "here: NVENC, then GPU JPEG (NUT/Matroska), then libx264; raw for Y4M)")
@@ -166,12 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=_seconds, default=2.0, help="clip length (default 2)")
     p.add_argument("--long-run", type=_offset, default=600.0, metavar="SECONDS",
                    help="also score the clip starting this late (default 600; 0: skip)")
-    p.add_argument("--backend", default="auto",
-                   help="auto | torch | onnxruntime | tensorrt | triton (default auto: "
-                        "onnxruntime on a CPU; on a CUDA GPU tensorrt when a valid engine is "
-                        "in the cache (t2v-rt build-engine), else triton, else torch)")
-    p.add_argument("--model", type=Path, default=None,
-                   help="generator .safetensors (default: the bundled model)")
+    _add_model_args(p)
     p.add_argument("--reference", action="store_true",
                    help="score the contract renderer itself instead of a model (the ceiling)")
     p.add_argument("--encoded", type=_size, default=None, metavar="SIZE",

@@ -211,17 +211,20 @@ class TextEncoder(nn.Module):
 COORD_FEATURES = 5
 
 
-def coordinate_features(pose: torch.Tensor, size: int) -> torch.Tensor:
-    """[N, 2] pose -> [N, 5, size, size]: each pixel centre relative to the pose.
+def coordinate_features(pose: torch.Tensor, size: int, width: int | None = None) -> torch.Tensor:
+    """[N, 2] pose -> [N, 5, size, size] (or [N, 5, size, width]): each pixel centre relative
+    to the pose.
 
     Channels ``dx, dy, |dx|, |dy|, r`` (coordinates in [-1, 1] across the frame; ``r`` the
     distance, CoordConv's radial channel). The shapes of the contract are then intersections
     of a few half-spaces in these features (circle: r; square: |dx| and |dy|; triangle: dy
     and |dx|), which a leaky-ReLU network forms in a layer or two.
     """
-    c = (torch.arange(size, device=pose.device, dtype=pose.dtype) + 0.5) / size * 2 - 1
-    dx = c.view(1, 1, size) - pose[:, 0, None, None]
-    dy = c.view(1, size, 1) - pose[:, 1, None, None]
+    width = width or size
+    cx = (torch.arange(width, device=pose.device, dtype=pose.dtype) + 0.5) / width * 2 - 1
+    cy = (torch.arange(size, device=pose.device, dtype=pose.dtype) + 0.5) / size * 2 - 1
+    dx = cx.view(1, 1, width) - pose[:, 0, None, None]
+    dy = cy.view(1, size, 1) - pose[:, 1, None, None]
     dx, dy = torch.broadcast_tensors(dx, dy)
     r = torch.sqrt(dx * dx + dy * dy + 1e-8)
     return torch.stack([dx, dy, dx.abs(), dy.abs(), r], dim=1)
