@@ -118,7 +118,7 @@ def main() -> int:
     payload = {"command": "python bench/encoders.py " + " ".join(sys.argv[1:]),
                "backend": backend.describe(), "frames": args.frames, "batch": args.batch,
                "size": args.size, "encoders": results, "skipped": skipped}
-    if cuda and "nvenc" not in skipped or cuda and _native_built():
+    if cuda and _native_built():
         payload["nv12_kernel"] = nv12_bandwidth()
     path = write_result("encoders", payload)
     print(f"wrote {path}", file=sys.stderr)

@@ -84,19 +84,23 @@ _quality = _checked(int, "an integer", lambda n: 1 <= n <= 51, "in [1, 51]")
 
 
 def _encoder_options(args):
-    from t2v_rt.encode.encoders import EncoderOptions
+    from t2v_rt.encode.sink import EncoderOptions
 
     return EncoderOptions(gop=args.gop, bitrate=args.bitrate * 1000, quality=args.quality,
                           codec=args.codec)
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, default=None,
+                   help="generator .safetensors (default: the bundled model)")
+
+
+def _add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto",
                    help="auto | torch | onnxruntime | tensorrt | triton (default auto: "
                         "onnxruntime on a CPU; on a CUDA GPU tensorrt when a valid engine is "
                         "in the cache (t2v-rt build-engine), else triton, else torch)")
-    p.add_argument("--model", type=Path, default=None,
-                   help="generator .safetensors (default: the bundled model)")
+    _add_model_arg(p)
 
 
 def _add_video_args(p: argparse.ArgumentParser, default_size: int = 256) -> None:
@@ -106,7 +110,7 @@ def _add_video_args(p: argparse.ArgumentParser, default_size: int = 256) -> None
                    help=f"output side in pixels, even (default {default_size}, "
                         "upscaled from the model's 64)")
     p.add_argument("--seed", type=_seed, default=0, help="per-video randomness (default 0)")
-    _add_model_args(p)
+    _add_backend_args(p)
     p.add_argument("--encoder", default="auto",
                    help="auto | nvenc | nvjpeg | x264 | raw (default auto: the first that works "
                         "here: NVENC, then GPU JPEG (NUT/Matroska), then libx264; raw for Y4M)")
@@ -170,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=_seconds, default=2.0, help="clip length (default 2)")
     p.add_argument("--long-run", type=_offset, default=600.0, metavar="SECONDS",
                    help="also score the clip starting this late (default 600; 0: skip)")
-    _add_model_args(p)
+    _add_backend_args(p)
     p.add_argument("--reference", action="store_true",
                    help="score the contract renderer itself instead of a model (the ceiling)")
     p.add_argument("--encoded", type=_size, default=None, metavar="SIZE",
@@ -186,8 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "random inputs.")
     p.add_argument("--precision", choices=("fp32", "fp16", "all"), default="all",
                    help="precision of the frames graph (default all; the style graph is fp32)")
-    p.add_argument("--model", type=Path, default=None,
-                   help="generator .safetensors (default: the bundled model)")
+    _add_model_arg(p)
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: the model's folder in the cache, "
                         "$T2V_RT_CACHE or ~/.cache/t2v-rt)")
@@ -201,8 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="precision of the frames graph (default fp16)")
     p.add_argument("--batch", default="1:16:64", metavar="MIN:OPT:MAX",
                    help="optimisation profile over the frame batch (default 1:16:64)")
-    p.add_argument("--model", type=Path, default=None,
-                   help="generator .safetensors (default: the bundled model)")
+    _add_model_arg(p)
     p.add_argument("--out", type=Path, default=None,
                    help="engine folder (default: in the model's cache folder, $T2V_RT_CACHE "
                         "or ~/.cache/t2v-rt)")

@@ -18,27 +18,18 @@ skipped the others; an encoder named explicitly that cannot run is a clear error
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
 import torch
 
-from t2v_rt.encode.nvenc import NvencEncoder, NvencOptions, nvenc_status
-from t2v_rt.encode.sink import FdWriter, PacketSink, VideoSink
+from t2v_rt.encode.nvenc import NvencEncoder, nvenc_status
+from t2v_rt.encode.sink import EncoderOptions, FdWriter, PacketSink, VideoSink
 from t2v_rt.errors import RuntimeUnavailable, UsageError
 
 ENCODERS = ("nvenc", "nvjpeg", "x264", "raw")
 MJPEG_FORMATS = ("nut", "matroska")
-
-
-@dataclass(frozen=True)
-class EncoderOptions:
-    gop: int | None = None       # frames between keyframes (default: 2 s)
-    bitrate: int = 0             # bits/s; 0: constant quality
-    quality: int = 23            # x264 CRF / NVENC constant quality (lower is better)
-    codec: str = "h264"          # nvenc: h264 | hevc
 
 
 def encoder_problem(name: str, fmt: str, on_cuda: bool, codec: str = "h264") -> str | None:
@@ -58,8 +49,6 @@ def encoder_problem(name: str, fmt: str, on_cuda: bool, codec: str = "h264") -> 
         return "the frames are not on a CUDA GPU (the backend runs on the CPU)"
     if name == "nvenc":
         ok, why = nvenc_status(torch.cuda.current_device())
-        if ok and codec not in why.rsplit(":", 1)[-1]:
-            return f"this GPU's NVENC has no {codec.upper()} ({why})"
         return None if ok else why
     if name == "nvjpeg":
         if fmt not in MJPEG_FORMATS:
@@ -118,8 +107,7 @@ class NvencSink:
     takes = "tensor"
 
     def __init__(self, target, fmt: str, fps: Fraction, size: tuple[int, int], options: EncoderOptions):
-        self.encoder = NvencEncoder(size, fps, NvencOptions(options.codec, options.gop, options.bitrate,
-                                                            options.quality))
+        self.encoder = NvencEncoder(size, fps, options)
         try:
             self.packets = PacketSink(target, fmt, fps, size, options.codec)
         except Exception:
@@ -171,10 +159,11 @@ class NvjpegSink:
 
 
 def open_sink(name: str, target: str | Path | BinaryIO | FdWriter, fmt: str, fps: Fraction,
-              size: int | tuple[int, int], options: EncoderOptions = EncoderOptions(),
+              size: int | tuple[int, int], options: EncoderOptions | None = None,
               on_cuda: bool = False, log=None):
     """The sink of encoder ``name`` (or ``auto``'s choice) writing container ``fmt``."""
     size = (size, size) if isinstance(size, int) else size
+    options = options or EncoderOptions()
     chosen = choose_encoder(name, fmt, on_cuda, log, options.codec)
     if chosen == "nvenc":
         return NvencSink(target, fmt, fps, size, options)

@@ -6,11 +6,11 @@ The native module is built at install time when nvcc and ``nvEncodeAPI.h`` are p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
 
 import torch
 
+from t2v_rt.encode.sink import EncoderOptions
 from t2v_rt.errors import RuntimeUnavailable
 
 
@@ -43,15 +43,6 @@ def nvenc_status(device: int = 0) -> tuple[bool, str]:
     return nv.nvenc_available(device)
 
 
-@dataclass(frozen=True)
-class NvencOptions:
-    codec: str = "h264"          # h264 | hevc
-    gop: int | None = None       # default: 2 s of frames
-    bitrate: int = 0             # bits/s (CBR); 0: constant quality
-    quality: int = 23            # constant-quality level (1..51, lower is better)
-    preset: int = 1              # P1 (fastest) .. P7
-
-
 class NvencEncoder:
     """CUDA frames [N, 3, H, W] in [-1, 1] -> H.264/HEVC packets (Annex B, one per frame).
 
@@ -59,9 +50,10 @@ class NvencEncoder:
     stream, after whatever produced the frames; the host gets compressed bytes only.
     """
 
-    def __init__(self, size: tuple[int, int], fps: Fraction, options: NvencOptions = NvencOptions(),
+    def __init__(self, size: tuple[int, int], fps: Fraction, options: EncoderOptions | None = None,
                  device: int = 0):
         nv = native_module()
+        options = options or EncoderOptions()
         width, height = size
         gop = options.gop or max(1, round(2 * float(fps)))
         try:

@@ -19,6 +19,17 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class EncoderOptions:
+    """What the encoders share: keyframe interval, rate control, codec."""
+
+    gop: int | None = None       # frames between keyframes (default: 2 s)
+    bitrate: int = 0             # bits/s; 0: constant quality
+    quality: int = 23            # x264 CRF / NVENC constant quality (1..51, lower is better)
+    codec: str = "h264"          # nvenc: h264 | hevc
+    preset: int = 1              # nvenc: P1 (fastest) .. P7
+
+
+@dataclass(frozen=True)
 class Container:
     muxer: str
     codec: str
