@@ -32,7 +32,7 @@ from common import kernels_from_source, write_result  # noqa: E402
 from t2v_rt.backends import create_backend, probe  # noqa: E402
 from t2v_rt.compile.export import random_inputs  # noqa: E402
 from t2v_rt.errors import CompileError, RuntimeUnavailable  # noqa: E402
-from t2v_rt.model.io import bundled_path, load_generator  # noqa: E402
+from t2v_rt.generators.io import bundled_path, load_generator  # noqa: E402
 
 TENSORRT_PROFILE = "1:64:256"
 

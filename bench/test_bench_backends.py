@@ -11,7 +11,7 @@ import torch
 
 from t2v_rt.backends import create_backend
 from t2v_rt.compile.export import random_inputs
-from t2v_rt.model.io import load_generator
+from t2v_rt.generators.io import load_generator
 
 BACKENDS = {"torch": ("torch", "fp32"), "onnxruntime-fp32": ("onnxruntime", "fp32"),
             "onnxruntime-fp16": ("onnxruntime", "fp16")}

@@ -7,7 +7,7 @@
 
 import pytest
 
-from t2v_rt.train import TrainConfig, Trainer
+from t2v_rt.models.shapes.train import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Training throughput: samples/s of the real training step (``t2v_rt.train.Trainer.step``).
+"""Training throughput: samples/s of the real training step (``t2v_rt.models.shapes.train.Trainer.step``).
 
     python bench/train_speed.py [--steps 20] [--threads 0] [--batch 16]
 
@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_result  # noqa: E402
 
-from t2v_rt.train import TrainConfig, Trainer  # noqa: E402
+from t2v_rt.models.shapes.train import TrainConfig, Trainer  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

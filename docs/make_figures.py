@@ -17,8 +17,8 @@ import torch
 
 from t2v_rt.backends.torch_backend import TorchBackend
 from t2v_rt.pipeline import Video, frame_times
-from t2v_rt.world.render import render
-from t2v_rt.world.scene import Scene, latent_from_seed
+from t2v_rt.models.shapes.render import render
+from t2v_rt.models.shapes.scene import Scene, latent_from_seed
 
 PROMPTS = (
     "a large red circle moving left and right slowly on a black background",

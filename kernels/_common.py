@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 # Activation codes: the ``ACT`` constexpr of every kernel.
-ACTIVATIONS = {"none": 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4}
+ACTIVATIONS = {"none": 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4, "silu": 5}
 
 
 def interpreting() -> bool:
@@ -46,7 +46,8 @@ def check_device(*tensors: torch.Tensor) -> None:
 
 @triton.jit
 def activate(x, ACT: tl.constexpr, slope):
-    """fp32 activations, overflow-safe: tanh and sigmoid through exp of a non-positive number."""
+    """fp32 activations, overflow-safe: tanh, sigmoid and silu (x * sigmoid(x)) through exp of
+    a non-positive number, so no intermediate is infinite for any finite x."""
     if ACT == 1:
         x = tl.maximum(x, 0.0)
     elif ACT == 2:
@@ -58,6 +59,9 @@ def activate(x, ACT: tl.constexpr, slope):
     elif ACT == 4:
         e = tl.exp(-tl.abs(x))
         x = tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    elif ACT == 5:
+        e = tl.exp(-tl.abs(x))
+        x = x * tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
     return x
 
 
@@ -71,5 +75,7 @@ def torch_activation(x: torch.Tensor, name: str, slope: float) -> torch.Tensor:
         return torch.tanh(x)
     if name == "sigmoid":
         return torch.sigmoid(x)
+    if name == "silu":
+        return torch.nn.functional.silu(x)
     activation_code(name)
     return x

@@ -4,7 +4,7 @@ alpha) -> blend of the two per-sample palette colours -> the output's dtype and 
     alpha = sigmoid(conv3x3(x) + bias)            x [N, C, H, W]
     frame = bg + alpha * (fg - bg)                fg, bg [N, 3] in [-1, 1]
 
-This is the renderer's compositing (``t2v_rt.model.generator``: frame = bg + alpha (fg - bg)).
+This is the renderer's compositing (``t2v_rt.models.shapes.generator``: frame = bg + alpha (fg - bg)).
 Output: float frames [N, 3, H, W] in [-1, 1] (any strides), or, with ``display=True``, the
 uint8 RGB frames [N, H, W, 3] the encoder takes (``t2v_rt.pipeline.to_display``: (f + 1) *
 127.5, rounded, clamped), so the float frames never reach memory. With one output channel a

@@ -1,26 +1,63 @@
-"""Fused nearest x2 upsample -> 3x3 convolution -> epilogue -> activation, in one pass.
+"""Fused x2 up-convolution -> per-channel epilogue -> activation, in one pass.
 
-    y = act((conv3x3(up2(x)) + bias + coord(pose)) * scale + shift)       x [N, C, H, W] -> y [N, K, 2H, 2W]
+Two convolutions that double the resolution, ``kind``:
 
-Sub-pixel split: output pixel (2i + py, 2j + px) of a 3x3 convolution of the x2 nearest
-upsample reads only the 2 x 2 input pixels rows {i - 1, i} (py = 0) or {i, i + 1} (py = 1),
-columns likewise, with the 3x3 taps summed into 2 x 2 (rows 1 + 2 for py = 0, rows 0 + 1 for
-py = 1). So the block is four 2x2 convolutions of the low-resolution input, one per output
-parity: 16 multiply-adds per output quad and channel pair instead of 36, and the upsampled
-tensor never exists. Zero padding carries over exactly: an upsampled row outside the frame is
-an input row outside it.
+* ``"upsample3x3"`` (default): nearest x2 upsample, then a 3x3 convolution with padding 1,
+  weight [K, C, 3, 3] (``nn.Conv2d`` layout);
+* ``"transpose4x4"``: ``ConvTranspose2d(C, K, kernel_size=4, stride=2, padding=1)``, weight
+  [C, K, 4, 4] (``nn.ConvTranspose2d`` layout).
+
+Both map x [N, C, H, W] to y [N, K, 2H, 2W], and the whole op is, in this order (every term
+optional; each is a constexpr flag of the kernel, so a term that is off costs nothing)::
+
+    acc = upconv(x * in_scale)              # in_scale [N, C] or [C]: StyleGAN2 modulation
+    acc = acc * out_scale                   # [N, K] or [K]: StyleGAN2 demodulation
+    acc = acc + noise * noise_weight        # noise [N|1, 1, 2H, 2W], noise_weight [K] or scalar
+    acc = acc + bias                        # [K]
+    acc = acc + coord(pose)                 # coord_weight [K, 5] . (dx, dy, |dx|, |dy|, r)
+    acc = acc * scale                       # [N, K] or [K]: FiLM / AdaIN / folded BatchNorm
+    acc = acc + shift                       # [N, K] or [K]
+    acc = act(acc)                          # none, relu, leaky_relu(slope), tanh, sigmoid, silu
+    acc = acc * gain                        # a number (StyleGAN2's activation gain, sqrt(2) ...)
+    acc = clamp(acc, -clamp, clamp)         # a number (StyleGAN2's conv_clamp)
+    y   = acc in the output dtype
+
+The order of bias, coordinate term, scale and shift is the one the kernel always had, so
+callers of those terms alone get the same results. An eval-mode ``BatchNorm2d`` after the
+convolution is ``scale`` and ``shift`` (:func:`fold_batchnorm`). StyleGAN2's modulated
+convolution (non-fused form: ``x * styles -> conv -> * dcoefs -> + noise * strength ->
+bias_act(bias, act, gain, clamp)``) is in_scale, out_scale, noise, bias, act, gain, clamp.
+
+Sub-pixel split. Output pixel (2i + py, 2j + px) of either convolution reads only the 2 x 2
+input pixels rows {i - 1, i} (py = 0) or {i, i + 1} (py = 1), columns likewise, so the op is
+four 2x2 convolutions of the low-resolution input, one per output parity, and the upsampled
+tensor never exists. Only the 2x2 kernels differ between the kinds:
+
+* upsample3x3 (:func:`subpixel_weights`): the 3x3 taps summed into 2 x 2 (kernel rows 0 | 1+2
+  for py = 0, rows 0+1 | 2 for py = 1; columns likewise): 16 multiply-adds per output quad and
+  channel pair instead of the 36 of the 3x3 on the upsampled tensor.
+* transpose4x4 (:func:`subpixel_weights_transpose`): output row oy = 2 iy - 1 + ky, so py = 0
+  takes (iy = i - 1, ky = 3) and (iy = i, ky = 1), py = 1 takes (iy = i, ky = 2) and
+  (iy = i + 1, ky = 0); columns likewise. Each 4x4 tap is used once: the useful work equals
+  the executed work.
+
+Zero padding carries over exactly in both: a tap on an input row outside the frame reads zero.
 
 Each parity is an implicit GEMM: [N*H*W low-res pixels] x [4 taps * C] @ [4 taps * C, K],
 tiled BLOCK_M x BLOCK_N, reduced in BLOCK_K channel slices with ``tl.dot`` (tensor cores),
-fp32 accumulation, fp16 / bf16 / fp32 inputs (fp32 as exact fp32 products, not TF32). The
-epilogue runs on the fp32 accumulator in registers: bias, the coordinate term (a 1 x 1 conv of
-each pixel's position relative to the per-sample pose: dx, dy, |dx|, |dy|, r; the generator's
-CoordConv input, ``t2v_rt.model.generator.coordinate_features``), per-sample scale/shift
-(FiLM; an eval-mode normalisation folds in here too), then the activation, then one store in
-the output dtype. Any strides in and out (NCHW or channels-last).
+fp32 accumulation, fp16 / bf16 / fp32 inputs (fp32 as exact fp32 products, not TF32).
+``in_scale`` is applied to each input tile as it is loaded (nearest upsampling and the
+convolution are linear per input channel, so scaling before or after the upsample is the same):
+the product is taken in fp32 and rounded once to the input dtype before ``tl.dot``, as an
+unfused ``x * styles`` in that dtype would be (in fp32 that is the exact fp32 product; in fp16
+one rounding of at most 2^-11 relative, in bf16 2^-8; a product beyond fp16's range saturates
+to inf, as it would unfused), so fp16 / bf16 keep the tensor cores. The [N, C] scales are
+read per tile from a small, cache-resident tensor. The epilogue runs on the fp32 accumulator
+in registers, then one store in the output dtype. Any strides in and out (NCHW or
+channels-last).
 
-``impl="ref"`` is the PyTorch formulation (upsample, conv2d, coordinates, affine, activation)
-that the tests and benchmarks compare against.
+``impl="ref"`` is the PyTorch formulation (upsample + conv2d or conv_transpose2d, then every
+term in the order above, all in fp32) that the tests and benchmarks compare against.
 """
 
 from __future__ import annotations
@@ -39,6 +76,7 @@ from t2v_rt.kernels._common import (
 )
 
 COORD_FEATURES = 5
+KINDS = ("upsample3x3", "transpose4x4")
 
 # Rows (or columns) of the 3x3 kernel summed into each of the two taps of a parity:
 # parity 0 reads input rows (i - 1, i) with kernel rows (0), (1 + 2); parity 1 reads
@@ -46,14 +84,77 @@ COORD_FEATURES = 5
 _FOLD = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]],
                       [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]], dtype=torch.float64)
 
+# The 4x4 transposed-conv kernel row (or column) of each (parity, tap): parity 0 reads input
+# rows (i - 1, i) with kernel rows (3, 1); parity 1 reads (i, i + 1) with (2, 0).
+_TRANSPOSE_TAPS = ((3, 1), (2, 0))
+
 
 def subpixel_weights(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """[K, C, 3, 3] -> [4 parities (py, px), 4 taps (ty, tx), C, K]: the 2x2 kernels of the
-    four output parities, summed in float64 and rounded once to ``dtype``."""
+    """Conv2d weight [K, C, 3, 3] -> [4 parities (py, px), 4 taps (ty, tx), C, K]: the 2x2
+    kernels of nearest-x2-upsample -> 3x3 conv (padding 1) for the four output parities.
+
+    ``packed[2 py + px, 2 ty + tx, c, k]`` multiplies input pixel (i + py + ty - 1,
+    j + px + tx - 1) of channel c into output pixel (2i + py, 2j + px) of channel k. Summed in
+    float64 and rounded once to ``dtype`` (default: the weight's)."""
     fold = _FOLD.to(weight.device)
     w = torch.einsum("pay,qbx,kcyx->pqabck", fold, fold, weight.to(torch.float64))
     k, c = weight.shape[:2]
     return w.reshape(4, 4, c, k).contiguous().to(dtype or weight.dtype)
+
+
+def subpixel_weights_transpose(weight_t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """ConvTranspose2d weight [C, K, 4, 4] (stride 2, padding 1) -> [4 parities (py, px),
+    4 taps (ty, tx), C, K], the layout of :func:`subpixel_weights`.
+
+    ``packed[2 py + px, 2 ty + tx, c, k] = weight_t[c, k, T[py][ty], T[px][tx]]`` with
+    ``T = ((3, 1), (2, 0))``: input pixel (i + py + ty - 1, j + px + tx - 1) reaches output
+    pixel (2i + py, 2j + px) through kernel tap (ky, kx), since oy = 2 iy - 1 + ky. A selection,
+    no sums: exact in any ``dtype`` the weights fit (default: the weight's)."""
+    taps = torch.tensor(_TRANSPOSE_TAPS, device=weight_t.device)
+    w = weight_t[:, :, taps[:, :, None, None], taps[None, None, :, :]]     # [C, K, py, ty, px, tx]
+    c, k = weight_t.shape[:2]
+    return w.permute(2, 4, 3, 5, 0, 1).reshape(4, 4, c, k).contiguous().to(dtype or weight_t.dtype)
+
+
+def pack_weights(weight: torch.Tensor, dtype: torch.dtype | None = None,
+                 kind: str = "upsample3x3") -> torch.Tensor:
+    """The packing of ``kind``: :func:`subpixel_weights` or :func:`subpixel_weights_transpose`."""
+    if kind == "upsample3x3":
+        return subpixel_weights(weight, dtype)
+    if kind == "transpose4x4":
+        return subpixel_weights_transpose(weight, dtype)
+    raise ValueError(f"kind must be one of {', '.join(KINDS)}, got '{kind}'")
+
+
+def fold_batchnorm(bn: torch.nn.BatchNorm2d, conv_bias: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """An eval-mode ``BatchNorm2d`` after a convolution with bias ``conv_bias`` [K] (or none),
+    as the kernel's per-channel ``scale`` and ``shift`` [K] (fp32, computed in float64):
+
+        bn(z + conv_bias) = z * scale + shift,   scale = gamma / sqrt(running_var + eps),
+                                                 shift = beta + (conv_bias - running_mean) * scale
+
+    so pass ``bias=None`` (the conv bias is inside ``shift``) and these as ``scale``/``shift``.
+    Everything the kernel adds before ``scale`` (noise, the coordinate term) is then normalised
+    too, as it would be if it were part of the BatchNorm's input. Without ``affine``, gamma = 1
+    and beta = 0. A BatchNorm in training mode, or without running statistics, normalises
+    with the batch's statistics and cannot be folded: ValueError."""
+    if bn.training:
+        raise ValueError("fold_batchnorm folds an eval-mode BatchNorm (running statistics); "
+                         "call .eval() on the module first")
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("a BatchNorm without running statistics (track_running_stats=False) "
+                         "normalises with the batch's own and cannot be folded")
+    mean = bn.running_mean.detach().to(torch.float64)
+    inv = torch.rsqrt(bn.running_var.detach().to(torch.float64) + bn.eps)
+    gamma = bn.weight.detach().to(torch.float64) if bn.weight is not None else torch.ones_like(mean)
+    beta = bn.bias.detach().to(torch.float64) if bn.bias is not None else torch.zeros_like(mean)
+    scale = gamma * inv
+    b = conv_bias.detach().to(torch.float64) if conv_bias is not None else torch.zeros_like(mean)
+    if b.shape != mean.shape:
+        raise ValueError(f"conv_bias must be [K] = [{mean.shape[0]}], got {list(b.shape)}")
+    shift = beta + (b - mean) * scale
+    return scale.float(), shift.float()
 
 
 def _configs() -> list[triton.Config]:
@@ -80,14 +181,19 @@ def interpret_config(m: int, c: int, k: int) -> dict:
 
 @triton.jit
 def _upsample_conv_act_kernel(
-    x_ptr, w_ptr, bias_ptr, cw_ptr, pose_ptr, scale_ptr, shift_ptr, y_ptr,
+    x_ptr, w_ptr, bias_ptr, cw_ptr, pose_ptr, scale_ptr, shift_ptr,
+    in_scale_ptr, out_scale_ptr, noise_ptr, noise_w_ptr, y_ptr,
     N, H, W, K, C: tl.constexpr,
     sxn, sxc, sxh, sxw,
     syn, syk, syh, syw,
     ssn, ssk, stn, stk,
-    slope,
+    sin, sic, son, sok,
+    snn, snh, snw, snk,
+    slope, gain, clamp,
     HAS_BIAS: tl.constexpr, HAS_COORD: tl.constexpr, HAS_SCALE: tl.constexpr,
-    HAS_SHIFT: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    HAS_SHIFT: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_OUT_SCALE: tl.constexpr,
+    HAS_NOISE: tl.constexpr, HAS_GAIN: tl.constexpr, HAS_CLAMP: tl.constexpr,
+    ACT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -117,17 +223,28 @@ def _upsample_conv_act_kernel(
             c = c0 + ck
             c_ok = c < C
             a = tl.load(a_row[:, None] + c[None, :] * sxc, mask=ok[:, None] & c_ok[None, :], other=0.0)
+            if HAS_IN_SCALE:   # modulation: fp32 product, rounded once to the tile's dtype
+                s_in = tl.load(in_scale_ptr + n[:, None] * sin + c[None, :] * sic,
+                               mask=m_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
+                a = (a.to(tl.float32) * s_in).to(x_ptr.dtype.element_ty)
             b = tl.load(b_tap + c[:, None] * K + k[None, :], mask=c_ok[:, None] & k_ok[None, :], other=0.0)
             if UPCAST:     # the interpreter's tl.dot misreads bf16 operands (Triton 3.6)
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
-    # Epilogue, on the fp32 accumulator.
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+    # Epilogue, on the fp32 accumulator, in the order of the module docstring.
     oy = 2 * i + py
     ox = 2 * j + px
+    mk_ok = m_ok[:, None] & k_ok[None, :]
+    if HAS_OUT_SCALE:
+        acc *= tl.load(out_scale_ptr + n[:, None] * son + k[None, :] * sok, mask=mk_ok, other=1.0).to(tl.float32)
+    if HAS_NOISE:
+        nz = tl.load(noise_ptr + n * snn + oy * snh + ox * snw, mask=m_ok, other=0.0).to(tl.float32)
+        nw = tl.load(noise_w_ptr + k * snk, mask=k_ok, other=0.0).to(tl.float32)
+        acc += nz[:, None] * nw[None, :]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
     if HAS_COORD:
         pose_x = tl.load(pose_ptr + n * 2, mask=m_ok, other=0.0).to(tl.float32)
         pose_y = tl.load(pose_ptr + n * 2 + 1, mask=m_ok, other=0.0).to(tl.float32)
@@ -140,34 +257,82 @@ def _upsample_conv_act_kernel(
         acc += tl.abs(dx)[:, None] * tl.load(cw + 2, mask=k_ok, other=0.0).to(tl.float32)[None, :]
         acc += tl.abs(dy)[:, None] * tl.load(cw + 3, mask=k_ok, other=0.0).to(tl.float32)[None, :]
         acc += r[:, None] * tl.load(cw + 4, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-    mk_ok = m_ok[:, None] & k_ok[None, :]
     if HAS_SCALE:
         acc *= tl.load(scale_ptr + n[:, None] * ssn + k[None, :] * ssk, mask=mk_ok, other=1.0).to(tl.float32)
     if HAS_SHIFT:
         acc += tl.load(shift_ptr + n[:, None] * stn + k[None, :] * stk, mask=mk_ok, other=0.0).to(tl.float32)
     acc = activate(acc, ACT, slope)
+    if HAS_GAIN:
+        acc *= gain
+    if HAS_CLAMP:
+        acc = tl.minimum(tl.maximum(acc, -clamp), clamp)
 
     y = y_ptr + n[:, None] * syn + k[None, :] * syk + (oy * syh + ox * syw)[:, None]
     tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=mk_ok)
 
 
-_tuned_kernel = autotune(_configs(), key=["N", "C", "H", "W", "K"])(_upsample_conv_act_kernel)
+# HAS_IN_SCALE changes the main loop (one more load per tile): tuned separately.
+_tuned_kernel = autotune(_configs(), key=["N", "C", "H", "W", "K", "HAS_IN_SCALE"])(_upsample_conv_act_kernel)
 
 
-def _per_sample(t: torch.Tensor | None, n: int, k: int, name: str) -> tuple[torch.Tensor | None, int, int]:
-    """A [N, K] or [K] scale/shift -> (tensor, stride over n, stride over k)."""
+def _per_sample(t: torch.Tensor | None, n: int, k: int, name: str, dims: str = "[N, K]"
+                ) -> tuple[torch.Tensor | None, int, int]:
+    """A [N, K], [1, K] or [K] per-sample (or shared) vector -> (tensor, stride over n,
+    stride over k); ``dims`` names the shape in the error."""
     if t is None:
         return None, 0, 0
     if t.shape == (k,):
         return t, 0, t.stride(0)
+    if t.shape == (1, k) and n != 1:
+        return t, 0, t.stride(1)
     if t.shape == (n, k):
         return t, t.stride(0), t.stride(1)
-    raise ValueError(f"{name} must be [N, K] = [{n}, {k}] or [K], got {list(t.shape)}")
+    raise ValueError(f"{name} must be {dims} = [{n}, {k}] or [{k}], got {list(t.shape)}")
+
+
+def _noise(noise: torch.Tensor | None, noise_weight: torch.Tensor | None, n: int, k: int,
+           oh: int, ow: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """noise [N|1, 1, 2H, 2W], [N|1, 2H, 2W] or [2H, 2W] -> a [N, 2H, 2W] view (stride 0
+    over a broadcast batch); noise_weight [K], [1] or [] -> a [K] view."""
+    if (noise is None) != (noise_weight is None):
+        raise ValueError("noise and noise_weight go together")
+    if noise is None:
+        return None, None
+    shapes = {(n, 1, oh, ow), (1, 1, oh, ow), (n, oh, ow), (1, oh, ow), (oh, ow)}
+    if tuple(noise.shape) not in shapes:
+        raise ValueError(f"noise must be [N, 1, 2H, 2W] = [{n}, 1, {oh}, {ow}] (or [N, 2H, 2W], "
+                         f"batch 1 broadcast), got {list(noise.shape)}")
+    if noise.dim() == 4:
+        noise = noise[:, 0]
+    noise = noise.expand(n, oh, ow)
+    if tuple(noise_weight.shape) not in {(k,), (1,), ()}:
+        raise ValueError(f"noise_weight must be [K] = [{k}] or a scalar, got {list(noise_weight.shape)}")
+    return noise, noise_weight.reshape(-1).expand(k)
+
+
+def _check_weight(x: torch.Tensor, weight: torch.Tensor, kind: str) -> tuple[int, int, int, int, int]:
+    """(N, C, H, W, K), or ValueError naming the shapes expected for ``kind``."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got '{kind}'")
+    if kind == "upsample3x3":
+        ok = x.dim() == 4 and weight.dim() == 4 and weight.shape[2:] == (3, 3) and weight.shape[1] == x.shape[1]
+        if not ok:
+            raise ValueError(f"expected x [N, C, H, W] and weight [K, C, 3, 3], got {list(x.shape)} "
+                             f"and {list(weight.shape)}")
+        k = weight.shape[0]
+    else:
+        ok = x.dim() == 4 and weight.dim() == 4 and weight.shape[2:] == (4, 4) and weight.shape[0] == x.shape[1]
+        if not ok:
+            raise ValueError(f"expected x [N, C, H, W] and (ConvTranspose2d) weight [C, K, 4, 4], got "
+                             f"{list(x.shape)} and {list(weight.shape)}")
+        k = weight.shape[1]
+    n, c, h, w = x.shape
+    return n, c, h, w, k
 
 
 def upsample_conv_act(
     x: torch.Tensor,                          # [N, C, H, W]
-    weight: torch.Tensor,                     # [K, C, 3, 3]
+    weight: torch.Tensor,                     # [K, C, 3, 3] (upsample3x3) or [C, K, 4, 4] (transpose4x4)
     bias: torch.Tensor | None = None,         # [K]
     activation: str = "leaky_relu",
     slope: float = 0.2,
@@ -176,48 +341,82 @@ def upsample_conv_act(
     coord_weight: torch.Tensor | None = None,  # [K, 5]
     pose: torch.Tensor | None = None,         # [N, 2]
     *,
-    packed: torch.Tensor | None = None,       # subpixel_weights(weight, x.dtype), if cached
+    kind: str = "upsample3x3",                # or "transpose4x4"
+    in_scale: torch.Tensor | None = None,     # [N, C] or [C]: modulation of the input
+    out_scale: torch.Tensor | None = None,    # [N, K] or [K]: demodulation
+    noise: torch.Tensor | None = None,        # [N|1, 1, 2H, 2W] (or [N|1, 2H, 2W]), any strides
+    noise_weight: torch.Tensor | None = None,  # [K] or scalar
+    gain: float = 1.0,                        # after the activation
+    clamp: float | None = None,               # |y| <= clamp, after the gain
+    packed: torch.Tensor | None = None,       # pack_weights(weight, x.dtype, kind), if cached
     out: torch.Tensor | None = None,          # [N, K, 2H, 2W], any strides
     out_dtype: torch.dtype | None = None,
     impl: str = "triton",
     config: dict | None = None,               # fixed launch config instead of the autotuner
 ) -> torch.Tensor:                            # [N, K, 2H, 2W]
-    """``act((conv3x3(upsample_nearest_x2(x)) + bias + coord) * scale + shift)``, fused."""
-    if x.dim() != 4 or weight.dim() != 4 or weight.shape[2:] != (3, 3) or weight.shape[1] != x.shape[1]:
-        raise ValueError(f"expected x [N, C, H, W] and weight [K, C, 3, 3], got {list(x.shape)} "
-                         f"and {list(weight.shape)}")
-    n, c, h, w = x.shape
-    k = weight.shape[0]
+    """The x2 up-convolution of ``kind`` and its epilogue, fused (the module docstring has the
+    order of the terms)::
+
+        y = clamp(act((((upconv(x * in_scale) * out_scale + noise * noise_weight + bias
+                        + coord(pose)) * scale + shift)) * gain, -clamp, clamp)
+
+    ``upconv`` is ``conv3x3(upsample_nearest_x2(x), padding=1)`` for ``kind="upsample3x3"``
+    (weight [K, C, 3, 3]) or ``conv_transpose2d(x, stride=2, padding=1)`` for
+    ``kind="transpose4x4"`` (weight [C, K, 4, 4]). ``packed`` must then be
+    ``pack_weights(weight, x.dtype, kind)`` (:func:`subpixel_weights` or
+    :func:`subpixel_weights_transpose`); it is packed on each call otherwise."""
+    n, c, h, w, k = _check_weight(x, weight, kind)
     if (coord_weight is None) != (pose is None):
         raise ValueError("coord_weight and pose go together")
     if coord_weight is not None and (coord_weight.reshape(k, -1).shape != (k, COORD_FEATURES)
                                      or pose.shape != (n, 2)):
         raise ValueError(f"expected coord_weight [K, 5] and pose [N, 2], got "
                          f"{list(coord_weight.shape)} and {list(pose.shape)}")
+    if bias is not None and bias.shape != (k,):
+        raise ValueError(f"bias must be [K] = [{k}], got {list(bias.shape)}")
     act = activation_code(activation)
+    scale, ssn, ssk = _per_sample(scale, n, k, "scale")
+    shift, stn, stk = _per_sample(shift, n, k, "shift")
+    in_scale, sin, sic = _per_sample(in_scale, n, c, "in_scale", "[N, C]")
+    out_scale, son, sok = _per_sample(out_scale, n, k, "out_scale")
+    noise, noise_weight = _noise(noise, noise_weight, n, k, 2 * h, 2 * w)
+    if clamp is not None and not clamp >= 0:
+        raise ValueError(f"clamp must be a number >= 0, got {clamp}")
     if impl == "ref":
-        return upsample_conv_act_ref(x, weight, bias, activation, slope, scale, shift,
-                                     coord_weight, pose).to(out_dtype or x.dtype)
+        return upsample_conv_act_ref(x, weight, bias, activation, slope, scale, shift, coord_weight,
+                                     pose, kind=kind, in_scale=in_scale, out_scale=out_scale,
+                                     noise=noise, noise_weight=noise_weight, gain=gain,
+                                     clamp=clamp).to(out_dtype or x.dtype)
     if impl != "triton":
         raise ValueError(f"impl must be 'triton' or 'ref', got '{impl}'")
     check_device(x, weight)
-    scale, ssn, ssk = _per_sample(scale, n, k, "scale")
-    shift, stn, stk = _per_sample(shift, n, k, "shift")
     if packed is None:
-        packed = subpixel_weights(weight, x.dtype)
+        packed = pack_weights(weight, x.dtype, kind)
+    elif packed.shape != (4, 4, c, k) or packed.dtype != x.dtype or not packed.is_contiguous():
+        raise ValueError(f"packed must be contiguous [4, 4, C, K] = [4, 4, {c}, {k}] in x's dtype "
+                         f"{x.dtype}, got {list(packed.shape)} {packed.dtype}")
     if out is None:
         out = torch.empty(n, k, 2 * h, 2 * w, device=x.device, dtype=out_dtype or x.dtype)
     elif out.shape != (n, k, 2 * h, 2 * w):
         raise ValueError(f"out must be [{n}, {k}, {2 * h}, {2 * w}], got {list(out.shape)}")
     cw = coord_weight.reshape(k, COORD_FEATURES).contiguous() if coord_weight is not None else None
     pose = pose.contiguous() if pose is not None else None
-    dummy = packed     # never read: its flag is off
-    args = (x, packed, bias if bias is not None else dummy, cw if cw is not None else dummy,
-            pose if pose is not None else dummy, scale if scale is not None else dummy,
-            shift if shift is not None else dummy, out,
-            n, h, w, k, c, *x.stride(), *out.stride(), ssn, ssk, stn, stk, float(slope))
+    bias = bias.contiguous() if bias is not None else None
+    snn, snh, snw = noise.stride() if noise is not None else (0, 0, 0)
+    snk = noise_weight.stride(0) if noise_weight is not None else 0
+
+    def given(t):
+        return t if t is not None else packed     # never read: its flag is off
+
+    args = (x, packed, given(bias), given(cw), given(pose), given(scale), given(shift),
+            given(in_scale), given(out_scale), given(noise), given(noise_weight), out,
+            n, h, w, k, c, *x.stride(), *out.stride(), ssn, ssk, stn, stk, sin, sic, son, sok,
+            snn, snh, snw, snk, float(slope), float(gain), float(clamp if clamp is not None else 0.0))
     flags = {"HAS_BIAS": bias is not None, "HAS_COORD": cw is not None,
-             "HAS_SCALE": scale is not None, "HAS_SHIFT": shift is not None, "ACT": act,
+             "HAS_SCALE": scale is not None, "HAS_SHIFT": shift is not None,
+             "HAS_IN_SCALE": in_scale is not None, "HAS_OUT_SCALE": out_scale is not None,
+             "HAS_NOISE": noise is not None, "HAS_GAIN": float(gain) != 1.0,
+             "HAS_CLAMP": clamp is not None, "ACT": act,
              "PRECISION": "ieee" if x.dtype == torch.float32 else "tf32",
              "UPCAST": interpreting() and x.dtype == torch.bfloat16}
 
@@ -237,31 +436,75 @@ def upsample_conv_act(
 
 def coordinate_grid(pose: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """[N, 2] pose -> [N, 5, height, width] fp32: dx, dy, |dx|, |dy|, r of each pixel centre
-    (coordinates in [-1, 1] across each axis) relative to the pose; the generator's
-    ``coordinate_features``, the epilogue's reference."""
-    from t2v_rt.model.generator import coordinate_features
+    relative to the pose, the epilogue's coordinate features (the reference of its math).
 
-    return coordinate_features(pose.float(), height, width)
+    Pixel centres are ``(i + 0.5) / size * 2 - 1`` along each axis (so in (-1, 1)),
+    ``dx = cx - pose[:, 0]``, ``dy = cy - pose[:, 1]``, ``r = sqrt(dx^2 + dy^2 + 1e-8)``."""
+    pose = pose.float()
+    cx = (torch.arange(width, device=pose.device, dtype=pose.dtype) + 0.5) / width * 2 - 1
+    cy = (torch.arange(height, device=pose.device, dtype=pose.dtype) + 0.5) / height * 2 - 1
+    dx = cx.view(1, 1, width) - pose[:, 0, None, None]
+    dy = cy.view(1, height, 1) - pose[:, 1, None, None]
+    dx, dy = torch.broadcast_tensors(dx, dy)
+    r = torch.sqrt(dx * dx + dy * dy + 1e-8)
+    return torch.stack([dx, dy, dx.abs(), dy.abs(), r], dim=1)
+
+
+def _rows(t: torch.Tensor, width: int) -> torch.Tensor:
+    """A [N, X] or [X] vector (or [1, X]) as fp32 [N|1, X, 1, 1], for broadcasting."""
+    return t.float().reshape(-1, width, 1, 1)
 
 
 def upsample_conv_act_ref(x, weight, bias=None, activation="leaky_relu", slope=0.2, scale=None,
-                          shift=None, coord_weight=None, pose=None) -> torch.Tensor:
-    """The unfused PyTorch formulation, computed in fp32 (inputs as given, upcast)."""
-    up = F.interpolate(x.float(), scale_factor=2.0, mode="nearest")
-    y = F.conv2d(up, weight.float(), None if bias is None else bias.float(), padding=1)
+                          shift=None, coord_weight=None, pose=None, *, kind="upsample3x3",
+                          in_scale=None, out_scale=None, noise=None, noise_weight=None,
+                          gain=1.0, clamp=None) -> torch.Tensor:
+    """The unfused PyTorch formulation, every term in fp32 (inputs as given, upcast), in the
+    order of the module docstring; noise may be any shape that broadcasts to [N, 1, 2H, 2W]
+    and noise_weight any that broadcasts to [K]."""
+    n, c, h, w, k = _check_weight(x, weight, kind)
+    xf = x.float()
+    if in_scale is not None:
+        xf = xf * _rows(in_scale, c)
+    if kind == "upsample3x3":
+        y = F.conv2d(F.interpolate(xf, scale_factor=2.0, mode="nearest"), weight.float(), padding=1)
+    else:
+        y = F.conv_transpose2d(xf, weight.float(), stride=2, padding=1)
+    if out_scale is not None:
+        y = y * _rows(out_scale, k)
+    if noise is not None:
+        nz = noise.float().reshape(-1, 1, 2 * h, 2 * w)
+        y = y + nz * noise_weight.float().reshape(-1).expand(k).reshape(1, k, 1, 1)
+    if bias is not None:
+        y = y + _rows(bias, k)
     if coord_weight is not None:
-        k = weight.shape[0]
         grid = coordinate_grid(pose, *y.shape[-2:])
         y = y + F.conv2d(grid, coord_weight.float().reshape(k, COORD_FEATURES, 1, 1))
     if scale is not None:
-        y = y * scale.float().reshape(-1, weight.shape[0], 1, 1)
+        y = y * _rows(scale, k)
     if shift is not None:
-        y = y + shift.float().reshape(-1, weight.shape[0], 1, 1)
-    return torch_activation(y, activation, slope)
+        y = y + _rows(shift, k)
+    y = torch_activation(y, activation, slope)
+    if gain != 1.0:
+        y = y * float(gain)
+    if clamp is not None:
+        y = y.clamp(-float(clamp), float(clamp))
+    return y
 
 
-def flops(n: int, c: int, h: int, w: int, k: int) -> dict[str, int]:
-    """Multiply-adds x 2 of the block: the unfused formulation (3x3 on the upsampled
-    tensor) and what the sub-pixel split executes (2x2 per parity)."""
-    return {"useful": 2 * n * k * c * 9 * (2 * h) * (2 * w),
-            "executed": 2 * n * k * c * 4 * (2 * h) * (2 * w)}
+def flops(n: int, c: int, h: int, w: int, k: int, kind: str = "upsample3x3") -> dict[str, int]:
+    """Multiply-adds x 2 of the op on x [n, c, h, w] -> [n, k, 2h, 2w]: the unfused
+    formulation ("useful") and what the sub-pixel split executes (2x2 per parity).
+
+    upsample3x3: 9 taps per output pixel and channel pair on the upsampled tensor, 4 executed.
+    transpose4x4: every output pixel of a k4 s2 p1 transposed conv receives exactly 4 taps per
+    input channel (2 of the 4 kernel rows times 2 of the 4 columns; the same 16 H W per channel
+    pair as the scatter form, 16 taps per input pixel), so useful = executed. Both count the
+    taps that land on the zero padding at the border, as a dense convolution computes them; the
+    epilogue's few ops per output are not counted."""
+    executed = 2 * n * k * c * 4 * (2 * h) * (2 * w)
+    if kind == "upsample3x3":
+        return {"useful": 2 * n * k * c * 9 * (2 * h) * (2 * w), "executed": executed}
+    if kind == "transpose4x4":
+        return {"useful": executed, "executed": executed}
+    raise ValueError(f"kind must be one of {', '.join(KINDS)}, got '{kind}'")

@@ -1,4 +1,4 @@
-"""``t2v-rt``: stream, generate, train, eval, export-onnx, build-engine, doctor.
+"""``t2v-rt``: stream, generate, train, eval, export-onnx, build-engine, models, init-model, doctor.
 
 Bad input gives one line on stderr and exit 2; stdout of ``stream`` carries video bytes only.
 Heavy imports (torch, PyAV) happen after the arguments are checked, so errors are instant.
@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from t2v_rt import __version__
-from t2v_rt.errors import CompileError, RuntimeUnavailable, UsageError
+from t2v_rt.errors import T2VError, UsageError
 
 PROG = "t2v-rt"
 MAX_FPS = 240
@@ -105,10 +105,12 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
 
 def _add_video_args(p: argparse.ArgumentParser, default_size: int = 256) -> None:
     p.add_argument("prompt", help=f"what to show, {DEFAULT_PROMPT_HELP}")
-    p.add_argument("--fps", type=_fps, default=Fraction(30), help="frames per second (default 30)")
+    p.add_argument("--fps", type=_fps, default=None,
+                   help="frames per second (default: the model's: 30 for continuous-time "
+                        "models, a recurrent model's own rate)")
     p.add_argument("--size", type=_size, default=default_size,
                    help=f"output side in pixels, even (default {default_size}, "
-                        "upscaled from the model's 64)")
+                        "scaled from the model's resolution)")
     p.add_argument("--seed", type=_seed, default=0, help="per-video randomness (default 0)")
     _add_backend_args(p)
     p.add_argument("--encoder", default="auto",
@@ -210,20 +212,53 @@ def build_parser() -> argparse.ArgumentParser:
                         "or ~/.cache/t2v-rt)")
     p.add_argument("--force", action="store_true", help="rebuild even if a valid engine exists")
 
-    sub.add_parser("doctor", help="show versions, hardware and which accelerations are usable")
+    sub.add_parser("models", help="list the registered generator architectures",
+                   description="List the generator architectures this t2v-rt can run: the "
+                               "built-in ones and plugins (entry-point group "
+                               "'t2v_rt.generators'), with where each comes from.")
+
+    p = sub.add_parser("init-model", help="write randomly initialised weights of an architecture",
+                       description="Write randomly initialised weights + JSON config of any "
+                                   "registered architecture (benchmarks, smoke tests, a "
+                                   "training start).")
+    p.add_argument("arch", help="architecture name (see 't2v-rt models')")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="weights file to write, ending in .safetensors (the .json config is "
+                        "written beside it)")
+    p.add_argument("--preset", default="default",
+                   help="starting config: default, or tiny (small widths and resolution)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config field (repeatable; VALUE is JSON, e.g. "
+                        "--set latent_dim=32 --set 'channels=[64,32,16]')")
+    p.add_argument("--seed", type=_seed, default=0, help="initialisation seed (default 0)")
+
+    p = sub.add_parser("doctor", help="show versions, hardware and which accelerations are usable")
+    p.add_argument("--model", type=Path, default=None,
+                   help="also report on this model: its architecture, config and how many "
+                        "blocks the triton backend fuses")
     return parser
 
 
 # --- commands -------------------------------------------------------------------------------
 
-def _check_prompt(text: str):
-    from t2v_rt.text.grammar import parse_prompt
+def _model_config(args):
+    """The validated config of ``--model`` (or the bundled model): cheap, before any heavy import."""
+    from t2v_rt.generators.io import read_config, require_weights
 
-    return parse_prompt(text)
+    return read_config(require_weights(args.model))
+
+
+def _check_video_args(args):
+    """The model's config; the prompt read by the model's own front end; --fps by its policy."""
+    cfg = _model_config(args)
+    cfg.front_end().check(args.prompt)
+    if args.fps is None:
+        args.fps = cfg.default_fps
+    return cfg
 
 
 def cmd_stream(args) -> int:
-    _check_prompt(args.prompt)
+    _check_video_args(args)
     if sys.stdout.isatty():
         raise UsageError("stdout is a terminal; pipe the video to a player, e.g. "
                          "'t2v-rt stream \"a red ball\" | ffplay -'")
@@ -270,7 +305,7 @@ def _check_writable(folder: Path) -> None:
 
 
 def cmd_generate(args) -> int:
-    _check_prompt(args.prompt)
+    _check_video_args(args)
     from t2v_rt.encode import EXTENSIONS
 
     out: Path = args.output
@@ -286,7 +321,7 @@ def cmd_generate(args) -> int:
     _check_writable(parent)
     from t2v_rt.backends import create_backend
     from t2v_rt.encode.encoders import choose_encoder, open_sink
-    from t2v_rt.model.io import atomic_write
+    from t2v_rt.files import atomic_write
     from t2v_rt.pipeline import StreamOptions, Video, run_stream
 
     frames = max(1, round(args.seconds * args.fps))
@@ -315,7 +350,7 @@ def cmd_generate(args) -> int:
 def cmd_train(args) -> int:
     import json
 
-    from t2v_rt.train import TrainConfig, train
+    from t2v_rt.models.shapes.train import TrainConfig, train
 
     cfg = TrainConfig()
     if args.config:
@@ -361,7 +396,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from t2v_rt.eval.run import (
+    from t2v_rt.models.shapes.evaluate import (
         contract_samples,
         evaluate,
         format_table,
@@ -370,7 +405,7 @@ def cmd_eval(args) -> int:
         streamed_source,
         to_json,
     )
-    from t2v_rt.model.io import atomic_write
+    from t2v_rt.generators.io import atomic_write
 
     if args.json is not None and not args.json.parent.is_dir():
         raise UsageError(f"folder of --json '{args.json.parent}' does not exist")
@@ -415,7 +450,7 @@ def _check_out_folder(out: Path | None) -> None:
 def cmd_export_onnx(args) -> int:
     from t2v_rt.compile.cache import model_folder
     from t2v_rt.compile.export import PRECISIONS, export_to_folder
-    from t2v_rt.model.io import require_weights
+    from t2v_rt.generators.io import require_weights
 
     weights = require_weights(args.model)
     _check_out_folder(args.out)
@@ -428,7 +463,7 @@ def cmd_export_onnx(args) -> int:
 
 def cmd_build_engine(args) -> int:
     from t2v_rt.compile.engine import Profile, build_engines
-    from t2v_rt.model.io import require_weights
+    from t2v_rt.generators.io import require_weights
 
     profile = Profile.parse(args.batch)
     weights = require_weights(args.model)
@@ -437,16 +472,60 @@ def cmd_build_engine(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from t2v_rt.errors import T2VError
+    from t2v_rt.generators.registry import entries, get
+
+    for name, entry in sorted(entries().items()):
+        try:
+            arch = get(name)
+            cfg = arch.config_class
+            what = f"{cfg.FORM}; {arch.summary}" if arch.summary else cfg.FORM
+            presets = ", ".join(["default", *[p for p in arch.presets if p != "default"]])
+            print(f"{name:12s} {entry.origin:24s} {what} (presets: {presets})")
+        except T2VError as e:
+            print(f"{name:12s} {entry.origin:24s} cannot be loaded: {e}")
+    return 0
+
+
+def cmd_init_model(args) -> int:
+    from t2v_rt.generators.config import parse_set
+    from t2v_rt.generators.io import init_config
+
+    out: Path = args.output
+    if out.suffix != ".safetensors":
+        raise UsageError(f"-o {out}: the weights file must end in .safetensors (the config "
+                         "goes beside it as .json)")
+    if out.is_dir():
+        raise UsageError(f"-o {out} is a directory; give a file name such as {out}/model.safetensors")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"output folder '{parent}' does not exist; create it or choose another -o")
+    _check_writable(parent)
+    overrides = parse_set(args.set)
+    config = init_config(args.arch, args.preset, overrides)   # validated and bounded first
+    from t2v_rt.generators.io import init_generator, save_generator
+
+    g = init_generator(args.arch, args.preset, overrides, seed=args.seed)
+    save_generator(g, out, {"architecture": config.ARCH, "init_seed": str(args.seed),
+                            "preset": args.preset})
+    n = sum(p.numel() for p in g.parameters())
+    log(f"wrote {out} and {out.with_suffix('.json').name}: {config.ARCH} ({config.FORM}), "
+        f"{n / 1e6:.2f} M parameters, {config.resolution}x{config.resolution}, randomly "
+        f"initialised (seed {args.seed})")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from t2v_rt.doctor import report
 
-    print(report())
+    print(report(args.model))
     return 0
 
 
 COMMANDS = {"stream": cmd_stream, "generate": cmd_generate, "train": cmd_train,
             "eval": cmd_eval, "export-onnx": cmd_export_onnx, "build-engine": cmd_build_engine,
-            "doctor": cmd_doctor}
+            "models": cmd_models, "init-model": cmd_init_model, "doctor": cmd_doctor}
 
 
 def _stdout_gone() -> None:
@@ -468,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (UsageError, RuntimeUnavailable, CompileError) as e:
+    except T2VError as e:
         log(f"error: {e}")
         return e.exit_code
     except KeyboardInterrupt:

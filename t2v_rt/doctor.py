@@ -78,12 +78,12 @@ def _triton(cuda: bool) -> str:
     return f"{v}, no GPU: kernels run only under TRITON_INTERPRET=1{interp}"
 
 
-def report() -> str:
+def report(model=None) -> str:
     import torch
 
     from t2v_rt import __version__
     from t2v_rt.backends import BACKENDS, auto_choice, probe
-    from t2v_rt.model.io import bundled_path
+    from t2v_rt.generators.io import bundled_path
 
     cuda = torch.cuda.is_available()
     lines = [
@@ -124,6 +124,8 @@ def report() -> str:
         why = encoder_problem(enc, fmt, on_cuda)
         lines.append(f"  {enc:11s} {'yes' if why is None else 'no: ' + why}")
     lines.append(f"auto encoder: {choose_encoder('auto', 'mpegts', on_cuda)} (y4m: raw)")
+    if model is not None:
+        lines += _model_lines(model)
     bp = bundled_path()
     lines.append(f"bundled model: {bp} ({'present' if bp.is_file() else 'MISSING'})")
     if bp.is_file():
@@ -135,3 +137,25 @@ def report() -> str:
         lines += [f"  {folder.name}: {engine_status(folder, manifest, bp)}"
                   for folder, manifest in engines]
     return "\n".join(lines)
+
+
+def _model_lines(model) -> list[str]:
+    """``doctor --model PATH``: the model's architecture and config, and what the triton
+    backend would fuse in it."""
+    from t2v_rt.generators.io import read_config, require_weights
+    from t2v_rt.generators.registry import entries
+
+    weights = require_weights(model)
+    cfg = read_config(weights)
+    origin = entries().get(cfg.ARCH)
+    lines = [f"model: {weights}",
+             f"  architecture {cfg.ARCH} ({origin.origin if origin else 'registered in process'}), "
+             f"{cfg.FORM}, {cfg.resolution}x{cfg.resolution}, latent {cfg.latent_dim}"
+             + (f", native {float(cfg.native_fps):g} fps" if cfg.native_fps else "")]
+    try:
+        from t2v_rt.backends.triton_backend import fusion_summary
+
+        lines.append(f"  triton fusion: {fusion_summary(weights)}")
+    except Exception as e:  # noqa: BLE001 - a report line, not a failure of doctor
+        lines.append(f"  triton fusion: not available ({type(e).__name__}: {str(e)[:120]})")
+    return lines

@@ -11,8 +11,7 @@ import numpy as np
 import torch
 
 from t2v_rt.backends.base import Backend
-from t2v_rt.text.grammar import encode_tokens, parse_prompt
-from t2v_rt.world.scene import latent_from_seed
+from t2v_rt.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -25,21 +24,60 @@ class StreamOptions:
 
 
 class Video:
-    """One prompt + seed on one backend: frames at any times, in any batches."""
+    """One prompt + seed on one backend, through the generator interface only
+    (:mod:`t2v_rt.generators.interface`): the model's text front end and latent, its style
+    once, then frames.
+
+    A continuous-time generator gives frames at any times, in any order and batches (their
+    features come from the config's ``time_features``, on the host). A recurrent one plays
+    forward: the video keeps its state (on the backend's device) between batches, frame k at
+    time t_k shows step floor(t_k * native_fps), steps between frames are run and the
+    features of the shown ones kept, so any output frame rate maps onto the model's own and
+    the cost per frame stays constant for hours.
+    """
 
     def __init__(self, backend: Backend, prompt: str, seed: int):
         self.backend = backend
-        self.prompt = parse_prompt(prompt)
-        z = latent_from_seed(seed).unsqueeze(0)
-        self.w = backend.style(encode_tokens(self.prompt), z)   # [1, S]
+        cfg = self.config = backend.config
+        self.prompt = prompt
+        tokens = torch.from_numpy(cfg.front_end().encode([prompt]))
+        z = cfg.latent(seed).unsqueeze(0)
+        self.w = backend.style(tokens, z)   # [1, S]
+        self.recurrent = cfg.FORM == "recurrent"
+        if self.recurrent:
+            self._state = backend.initial_state(self.w)     # before step 0
+            self._next = 0                                  # the step the state produces next
+            self._last: torch.Tensor | None = None          # features of step _next - 1
+
+    def steps_at(self, t: torch.Tensor) -> torch.Tensor:
+        """Recurrent generators: the step each time shows, [N] int64."""
+        rate = float(self.config.native_fps)
+        return torch.floor(t.to(torch.float64) * rate + 1e-6).to(torch.int64)
+
+    def features_at(self, t: torch.Tensor) -> torch.Tensor:
+        """t [N] float64 seconds -> the frames' features [N, F] (on the backend's device for a
+        recurrent generator, on the host for a continuous one)."""
+        if not self.recurrent:
+            return self.config.time_features(t)
+        steps = self.steps_at(t).tolist()
+        out = []
+        for s in steps:
+            if s < self._next - 1 or (s == self._next - 1 and self._last is None):
+                raise UsageError(f"a recurrent generator ({self.config.ARCH}) plays forward "
+                                 f"only: step {s} is behind step {self._next - 1}")
+            while self._next <= s:
+                self._last, self._state = self.backend.step(self.w, self._state)
+                self._next += 1
+            out.append(self._last)
+        return torch.cat(out) if out else torch.empty(0, self.config.feature_dim)
 
     def frames_at(self, t: torch.Tensor) -> torch.Tensor:
         """t [N] float64 seconds -> [N, 3, R, R] in [-1, 1]."""
-        return self.backend.frames(self.w.expand(len(t), -1), t)
+        return self.backend.frames(self.w.expand(len(t), -1), self.features_at(t))
 
     def display_at(self, t: torch.Tensor) -> np.ndarray:
         """t [N] float64 seconds -> uint8 RGB [N, R, R, 3], as the encoder takes them."""
-        return self.backend.display(self.w.expand(len(t), -1), t)
+        return self.backend.display(self.w.expand(len(t), -1), self.features_at(t))
 
 
 def frame_times(start: int, count: int, fps: Fraction) -> torch.Tensor:

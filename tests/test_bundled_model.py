@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from t2v_rt.backends import create_backend
-from t2v_rt.eval.run import contract_samples, evaluate, model_source
-from t2v_rt.model.io import bundled_path
+from t2v_rt.models.shapes.evaluate import contract_samples, evaluate, model_source
+from t2v_rt.generators.io import bundled_path
 
 CARD = Path(__file__).parents[1] / "docs" / "eval-bundled.json"
 N = 90
@@ -59,9 +59,9 @@ def test_a_small_eval_reproduces_the_model_card():
 def test_the_bundled_model_reads_what_every_eval_prompt_names():
     """The text encoder names exactly what the parser reads, held-out pairs included: the
     card's 600 prompts (canonical, paraphrased, partial)."""
-    from t2v_rt.model.generator import NAMED_SLICES, named_code, one_hot_groups
-    from t2v_rt.model.io import load_generator
-    from t2v_rt.text.grammar import encode_tokens, parse_prompt
+    from t2v_rt.models.shapes.generator import NAMED_SLICES, named_code, one_hot_groups
+    from t2v_rt.generators.io import load_generator
+    from t2v_rt.models.shapes.grammar import encode_tokens, parse_prompt
 
     card = json.loads(CARD.read_text())
     samples = contract_samples(card["samples"], seed=card["seed"])

@@ -199,7 +199,8 @@ def test_weights_of_another_generator_are_one_line_and_exit_2(tmp_path):
     """Weights saved by an older generator (other modules, other shapes): a clear error."""
     from safetensors.torch import save_file
 
-    from t2v_rt.model import Generator, ModelConfig
+    from t2v_rt.models.shapes.generator import Generator
+    from t2v_rt.models.shapes.config import ModelConfig
 
     g = Generator(ModelConfig())
     state = {k: v for k, v in g.state_dict().items() if not k.startswith("to_alpha")}

@@ -12,7 +12,7 @@ import pytest
 from t2v_rt.compile import engine as en
 from t2v_rt.compile.cache import model_digest
 from t2v_rt.errors import RuntimeUnavailable, UsageError
-from t2v_rt.model.io import bundled_path
+from t2v_rt.generators.io import bundled_path
 
 pytestmark = pytest.mark.slow
 trt = pytest.importorskip("tensorrt_rtx", reason="the test extra installs tensorrt-rtx-cu13")

@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from t2v_rt.eval import recover_attributes, score
-from t2v_rt.world import spec
-from t2v_rt.world.render import render, to_uint8
-from t2v_rt.world.scene import Scene, latent_from_seed
+from t2v_rt.models.shapes.attributes import recover_attributes, score
+from t2v_rt.models.shapes import spec
+from t2v_rt.models.shapes.render import render, to_uint8
+from t2v_rt.models.shapes.scene import Scene, latent_from_seed
 
 FPS = 15
 TIMES = torch.arange(2 * FPS, dtype=torch.float64) / FPS  # 2 s: one slow cycle, two fast

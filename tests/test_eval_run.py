@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 import torch
 
-from t2v_rt.eval.attributes import FEATURES, features, frechet_distance, measure
-from t2v_rt.eval.run import (
+from t2v_rt.models.shapes.attributes import FEATURES, features, frechet_distance, measure
+from t2v_rt.models.shapes.evaluate import (
     KINDS,
     contract_samples,
     evaluate,
@@ -19,9 +19,9 @@ from t2v_rt.eval.run import (
     streamed_source,
     to_json,
 )
-from t2v_rt.text.grammar import parse_prompt
-from t2v_rt.world import spec
-from t2v_rt.world.render import render
+from t2v_rt.models.shapes.grammar import parse_prompt
+from t2v_rt.models.shapes import spec
+from t2v_rt.models.shapes.render import render
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

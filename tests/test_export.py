@@ -12,7 +12,7 @@ import torch
 
 from t2v_rt.compile import export as ex
 from t2v_rt.compile.cache import model_digest
-from t2v_rt.model.io import bundled_path, load_generator
+from t2v_rt.generators.io import bundled_path, load_generator
 
 pytestmark = pytest.mark.slow
 

@@ -3,6 +3,9 @@
 On a CPU-only machine these run under ``TRITON_INTERPRET=1`` (set by conftest), on small
 shapes; on a GPU the same tests run the compiled kernels. Inputs are fresh random numbers,
 outputs start poisoned (NaN, or 77 for uint8) so an element the kernel never writes fails.
+The generic terms (ConvTranspose2d 4x4 s2 p1, modulation, demodulation, noise, gain, clamp,
+BatchNorm folding) are in ``test_kernels_generic.py``. Nothing from ``t2v_rt`` is imported
+here except ``t2v_rt.kernels``: the generator block's math is written out below.
 Known interpreter gap: its ``tl.dot`` misreads bf16 operands (Triton 3.6), so under the
 interpreter bf16 tiles are upcast to fp32 before the product: the bf16 tensor-core path
 itself is checked only on a GPU.
@@ -19,8 +22,6 @@ from t2v_rt.kernels import (
     upsample_conv_act_ref,
 )
 from t2v_rt.kernels._common import interpreting
-
-from t2v_rt.model.generator import UpConvAct
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -64,17 +65,17 @@ def test_upsample_conv_act_matches_reference(shape, dtype, atol, rtol):
     check(got, upsample_conv_act_ref(**args, activation="leaky_relu", slope=0.2), atol, rtol)
 
 
-@pytest.mark.parametrize("activation", ["none", "relu", "leaky_relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("activation", ["none", "relu", "leaky_relu", "tanh", "sigmoid", "silu"])
 def test_every_activation(activation):
     args = block_inputs(2, 5, 3, 4, 7, torch.float32)
     got = upsample_conv_act(**args, activation=activation, slope=0.1)
     check(got, upsample_conv_act_ref(**args, activation=activation, slope=0.1), 1e-5, 1e-4)
 
 
-def test_large_inputs_saturate_tanh_and_sigmoid_without_overflow():
+def test_large_inputs_saturate_tanh_sigmoid_and_silu_without_overflow():
     args = block_inputs(1, 4, 3, 3, 5, torch.float32)
     args["shift"] = args["shift"] * 1e4           # pre-activations of +-1e4: exp would overflow
-    for activation in ("tanh", "sigmoid"):
+    for activation in ("tanh", "sigmoid", "silu"):
         got = upsample_conv_act(**args, activation=activation)
         check(got, upsample_conv_act_ref(**args, activation=activation), 1e-6, 1e-5)
 
@@ -119,11 +120,41 @@ def test_subpixel_split_is_the_upsampled_convolution():
     torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
 
 
+def coordinate_features(pose, size, width=None):
+    """The model's CoordConv input, written out here (the model is not imported): dx, dy,
+    |dx|, |dy|, r of each pixel centre relative to the pose."""
+    width = width or size
+    cx = (torch.arange(width, device=pose.device, dtype=pose.dtype) + 0.5) / width * 2 - 1
+    cy = (torch.arange(size, device=pose.device, dtype=pose.dtype) + 0.5) / size * 2 - 1
+    dx = cx.view(1, 1, width) - pose[:, 0, None, None]
+    dy = cy.view(1, size, 1) - pose[:, 1, None, None]
+    dx, dy = torch.broadcast_tensors(dx, dy)
+    r = torch.sqrt(dx * dx + dy * dy + 1e-8)
+    return torch.stack([dx, dy, dx.abs(), dy.abs(), r], dim=1)
+
+
+class UpConvAct(torch.nn.Module):
+    """A generator block as plain PyTorch modules: leaky_relu((conv(up(x)) + coord(features))
+    * a + b), the math of the model's ``UpConvAct``, independent of the kernel's reference."""
+
+    def __init__(self, c_in, c_out, slope):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.coord = torch.nn.Conv2d(5, c_out, 1, bias=False)
+        self.slope = slope
+
+    def forward(self, x, a, b, pose):
+        y = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        y = y + self.coord(coordinate_features(pose, y.shape[-2], y.shape[-1]))
+        return F.leaky_relu(y * a[:, :, None, None] + b[:, :, None, None], self.slope)
+
+
 def test_the_generator_block_is_the_kernel():
-    """``UpConvAct`` (the model's module) and the kernel with its weights agree."""
+    """A generator block (``UpConvAct``'s math, as PyTorch modules) and the kernel with its
+    weights agree."""
     block = UpConvAct(12, 10, 0.2).to(DEVICE)
     n = 3
-    x = torch.randn(n, 12, 4, 4, device=DEVICE)
+    x = torch.randn(n, 12, 4, 6, device=DEVICE)
     a, b = 1 + 0.3 * torch.randn(n, 10, device=DEVICE), 0.3 * torch.randn(n, 10, device=DEVICE)
     pose = torch.rand(n, 2, device=DEVICE) * 2 - 1
     with torch.no_grad():

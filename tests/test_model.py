@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from t2v_rt.model import Generator, ModelConfig
-from t2v_rt.model.discriminators import FrameDiscriminator, VideoDiscriminator
-from t2v_rt.text.grammar import MAX_TOKENS, encode_tokens, parse_prompt
-from t2v_rt.world.scene import LATENT_DIM, latent_from_seed
+from t2v_rt.models.shapes.generator import Generator
+from t2v_rt.models.shapes.config import ModelConfig
+from t2v_rt.models.shapes.discriminators import FrameDiscriminator, VideoDiscriminator
+from t2v_rt.models.shapes.grammar import MAX_TOKENS, encode_tokens, parse_prompt
+from t2v_rt.models.shapes.scene import LATENT_DIM, latent_from_seed
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +51,8 @@ def test_blocks_are_upsample_conv_act_modules(gen):
 
 def video(gen, prompt, seed, t):
     with torch.no_grad():
-        w = gen.style(gen.encode_text(tokens(prompt)), latent_from_seed(seed)[None])
-        return gen.synthesize(w.expand(len(t), -1), t)
+        w = gen.style(tokens(prompt), latent_from_seed(seed)[None])
+        return gen.synthesize_at(w.expand(len(t), -1), t)
 
 
 def test_same_seed_different_fps_gives_the_same_frames_at_equal_times(gen):
@@ -94,7 +95,7 @@ def test_padding_does_not_change_the_text_embedding(gen):
 
 
 def test_attribute_code_round_trips_and_is_a_hard_choice(gen):
-    from t2v_rt.model.generator import (
+    from t2v_rt.models.shapes.generator import (
         CODE_DIM,
         CODE_SLICES,
         NAMED_DIM,
@@ -121,12 +122,12 @@ def test_attribute_code_round_trips_and_is_a_hard_choice(gen):
         text = gen.encode_text(tok)
         chosen = gen.choose(text, z)
         assert chosen.shape == (2, CODE_DIM) and chosen.sum(1).tolist() == [6, 6]
-        torch.testing.assert_close(gen.style(text, z), gen.style(text, z, chosen))
-        assert not torch.allclose(gen.style(text, z), gen.style(text, z, code))
+        torch.testing.assert_close(gen.style_from_reading(text, z), gen.style_from_reading(text, z, chosen))
+        assert not torch.allclose(gen.style_from_reading(text, z), gen.style_from_reading(text, z, code))
 
 
 def test_a_named_value_stands_and_left_out_ones_come_from_the_prior():
-    from t2v_rt.model.generator import (
+    from t2v_rt.models.shapes.generator import (
         CODE_GROUPS,
         CODE_SLICES,
         NAMED_SLICES,

@@ -25,7 +25,7 @@ from t2v_rt.backends.tensorrt_backend import (
 from t2v_rt.compile import engine as en
 from t2v_rt.compile.cache import model_digest, model_folder
 from t2v_rt.errors import RuntimeUnavailable
-from t2v_rt.model.io import bundled_path
+from t2v_rt.generators.io import bundled_path
 
 trt = pytest.importorskip("tensorrt_rtx", reason="the test extra installs tensorrt-rtx-cu13")
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU answers")

@@ -3,7 +3,7 @@
 import pytest
 
 from t2v_rt.errors import UsageError
-from t2v_rt.text.grammar import MAX_TOKENS, encode_tokens, parse_prompt
+from t2v_rt.models.shapes.grammar import MAX_TOKENS, encode_tokens, parse_prompt
 
 CANON = {"shape": "circle", "colour": "red", "size": "large", "motion": "left-right",
          "speed": "slow", "background": "black"}

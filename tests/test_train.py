@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from t2v_rt.model import ModelConfig
-from t2v_rt.model.io import load_generator
-from t2v_rt.train import TrainConfig, train
+from t2v_rt.models.shapes.config import ModelConfig
+from t2v_rt.generators.io import load_generator
+from t2v_rt.models.shapes.train import TrainConfig, train
 
 TINY = dict(resolution=32, base_size=4, channels=[64, 32, 16, 8], style_dim=64,
             motion_channels=8, text_dim=32)
@@ -50,8 +50,8 @@ def test_short_run_lowers_losses_and_resumes(tmp_path):
 def test_sample_video_is_written(tmp_path):
     import av
 
-    from t2v_rt.model import Generator
-    from t2v_rt.train.samples import SAMPLE_PROMPTS, write_samples
+    from t2v_rt.models.shapes.generator import Generator
+    from t2v_rt.models.shapes.samples import SAMPLE_PROMPTS, write_samples
 
     g = Generator(ModelConfig(**TINY)).eval()
     path = tmp_path / "s.mp4"
@@ -63,9 +63,9 @@ def test_sample_video_is_written(tmp_path):
 
 
 def test_box_weight_covers_each_shape_and_its_bounding_box():
-    from t2v_rt.train.loop import _box_mask
-    from t2v_rt.world import spec
-    from t2v_rt.world.dataset import ShapesClips
+    from t2v_rt.models.shapes.train import _box_mask
+    from t2v_rt.models.shapes import spec
+    from t2v_rt.models.shapes.dataset import ShapesClips
 
     b = ShapesClips(seed=3).batch(0, 12)
     box = _box_mask(b.scenes, b.centres, 64)
@@ -79,7 +79,7 @@ def test_box_weight_covers_each_shape_and_its_bounding_box():
 
 
 def test_target_rendered_at_a_pose_is_the_clip_moved_there():
-    from t2v_rt.world.dataset import ShapesClips, render_clips
+    from t2v_rt.models.shapes.dataset import ShapesClips, render_clips
 
     b = ShapesClips(seed=5).batch(0, 6)
     frames, cov = render_clips(b.scenes, b.centres, 64)

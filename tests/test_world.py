@@ -6,12 +6,12 @@ import random
 import pytest
 import torch
 
-from t2v_rt.text.grammar import parse_prompt
-from t2v_rt.world import spec
-from t2v_rt.world.captions import caption, sample_attributes
-from t2v_rt.world.dataset import ShapesClips
-from t2v_rt.world.render import render
-from t2v_rt.world.scene import Scene, latent_from_seed
+from t2v_rt.models.shapes.grammar import parse_prompt
+from t2v_rt.models.shapes import spec
+from t2v_rt.models.shapes.captions import caption, sample_attributes
+from t2v_rt.models.shapes.dataset import ShapesClips
+from t2v_rt.models.shapes.render import render
+from t2v_rt.models.shapes.scene import Scene, latent_from_seed
 
 FULL = dict(shape="square", colour="red", size="large", motion="left-right", speed="slow",
             background="black")
@@ -169,7 +169,7 @@ def test_dataset_is_deterministic_and_never_yields_held_out_pairs():
 
 
 def test_choice_captions_complete_as_the_world_does():
-    from t2v_rt.text.grammar import VOCAB
+    from t2v_rt.models.shapes.grammar import VOCAB
 
     data = ShapesClips(seed=3)
     tokens, z, named, attrs = data.choices(7, 64)

@@ -42,13 +42,11 @@ from t2v_rt.compile.engine import (
     tensorrt_module,
     validity_problem,
 )
+from t2v_rt.compile.export import IO, graph_names
 from t2v_rt.errors import RuntimeUnavailable
-from t2v_rt.model.config import ModelConfig
-from t2v_rt.model.generator import time_features
-from t2v_rt.model.io import atomic_write, require_weights
+from t2v_rt.files import atomic_write
+from t2v_rt.generators.io import read_config, require_weights
 
-# Input and output names of the exported graphs (t2v_rt.compile.export).
-IO = {"style": (("tokens", "z"), ("w",)), "frames": (("w", "basis"), ("frames",))}
 TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16,
                 "INT64": torch.int64, "INT32": torch.int32, "INT8": torch.int8,
                 "UINT8": torch.uint8, "BOOL": torch.bool}
@@ -155,15 +153,19 @@ def _pad(x: torch.Tensor, n: int) -> torch.Tensor:
     return x if len(x) == n else torch.cat([x, x[-1:].expand(n - len(x), *x.shape[1:])])
 
 
-def batched(feeds: dict[str, torch.Tensor], lo: int, hi: int, run) -> torch.Tensor:
+def batched(feeds: dict[str, torch.Tensor], lo: int, hi: int, run):
     """``run(feeds)`` over chunks of at most ``hi`` rows, each padded to at least ``lo``: an
-    engine's profile batch range. The one output, concatenated, without the padding."""
+    engine's profile batch range. ``run`` returns one tensor or a dict of them; the outputs,
+    concatenated, without the padding."""
     n = len(next(iter(feeds.values())))
     outs = []
     for start in range(0, n, hi):
         chunk = {k: v[start:start + hi] for k, v in feeds.items()}
         m = len(next(iter(chunk.values())))
-        outs.append(run({k: _pad(v, max(m, lo)) for k, v in chunk.items()})[:m])
+        got = run({k: _pad(v, max(m, lo)) for k, v in chunk.items()})
+        outs.append({k: v[:m] for k, v in got.items()} if isinstance(got, dict) else got[:m])
+    if isinstance(outs[0], dict):
+        return {k: outs[0][k] if len(outs) == 1 else torch.cat([o[k] for o in outs]) for k in outs[0]}
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
@@ -233,12 +235,12 @@ class _Engine:
 class _Graph:
     """The frames engine captured at one batch size, with an execution context of its own (so
     nothing another batch size sets in a context can change what this graph replays): replay
-    after filling ``w`` and ``basis``."""
+    after filling ``w`` and ``features``."""
     graph: torch.cuda.CUDAGraph
     context: object
-    w: torch.Tensor       # [b, S]
-    basis: torch.Tensor   # [b, 2H]
-    frames: torch.Tensor  # [b, 3, R, R]
+    w: torch.Tensor         # [b, S]
+    features: torch.Tensor  # [b, F]
+    frames: torch.Tensor    # [b, 3, R, R]
 
 
 class TensorRTBackend(Backend):
@@ -257,8 +259,8 @@ class TensorRTBackend(Backend):
         self._closed = True
         self.log = log or (lambda msg: None)
         weights = require_weights(model)
-        self.cfg = ModelConfig.load(weights.with_suffix(".json"))
-        self.resolution = self.cfg.resolution
+        self.config = read_config(weights)
+        names = graph_names(self.config.FORM)
         found = locate(weights, precision)
         self.flavour, trt = found.flavour, found.trt
         self.version, self.gpu, self.cc = trt.__version__, found.gpu, found.cc
@@ -274,11 +276,11 @@ class TensorRTBackend(Backend):
         self._runtime = trt.Runtime(self._logger)
         engines = {name: deserialize_engine(trt, self.flavour, self._runtime, self._logger.errors,
                                             self.folder / f"{name}.engine", self.log)
-                   for name in IO}
+                   for name in names}
         self._rt_cache_path, self._rt_cache_bytes = None, b""
         if self.flavour == "tensorrt_rtx":
-            # One runtime cache for both engines' configs, on disk per GPU model.
-            self._rt_configs = {name: engines[name].create_runtime_config() for name in IO}
+            # One runtime cache for every engine's config, on disk per GPU model.
+            self._rt_configs = {name: engines[name].create_runtime_config() for name in names}
             self._rt_cache = self._rt_configs["style"].create_runtime_cache()
             self._rt_cache_path = self.folder / runtime_cache_name(self.gpu, self.cc)
             self._load_runtime_cache()
@@ -348,21 +350,33 @@ class TensorRTBackend(Backend):
             return torch.empty((0, *e.shapes["w"][1:]), dtype=torch.float32, device=self.device)
         return batched(feeds, e.min, e.max, lambda f: e.run(f)["w"]).float()
 
-    def frames(self, w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def frames(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         e = self._frames
-        if t.dim() != 1 or len(w) != len(t):
-            raise ValueError(f"frames: w [N, S] and t [N] needed, got {list(w.shape)} and "
-                             f"{list(t.shape)}")
-        # the time basis on the host in float64 (exact at any t), then float32 to the GPU
-        basis = time_features(t.detach().cpu(), self.cfg.harmonics)
-        feeds = {"w": e.feed("w", w), "basis": e.feed("basis", basis)}
-        if len(t) == 0:
+        if features.dim() != 2 or len(w) != len(features):
+            raise ValueError(f"frames: w [N, S] and features [N, F] needed, got {list(w.shape)} "
+                             f"and {list(features.shape)}")
+        feeds = {"w": e.feed("w", w), "features": e.feed("features", features)}
+        if len(features) == 0:
             return torch.empty((0, 3, self.resolution, self.resolution), device=self.device)
         out = batched(feeds, e.min, e.max, self._run_frames).float()
         if not self._saved_after_first_frames:
             self._saved_after_first_frames = True
             self._save_runtime_cache()
         return out
+
+    def initial_state(self, w: torch.Tensor) -> torch.Tensor:
+        e = self._engines.get("init")
+        if e is None:
+            return super().initial_state(w)
+        return batched({"w": e.feed("w", w)}, e.min, e.max, lambda f: e.run(f)["state"]).float()
+
+    def step(self, w: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = self._engines.get("step")
+        if e is None:
+            return super().step(w, state)
+        feeds = {"w": e.feed("w", w), "state": e.feed("state", state)}
+        out = batched(feeds, e.min, e.max, e.run)
+        return out["features"].float(), out["next_state"].float()
 
     def _run_frames(self, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
         b = len(feeds["w"])
@@ -372,7 +386,7 @@ class TensorRTBackend(Backend):
         if g is None:
             return self._frames.run(feeds)["frames"]
         g.w.copy_(feeds["w"])
-        g.basis.copy_(feeds["basis"])
+        g.features.copy_(feeds["features"])
         g.graph.replay()
         return g.frames.clone()     # the static output is overwritten by the next replay
 
@@ -396,7 +410,7 @@ class TensorRTBackend(Backend):
         except Exception as err:  # noqa: BLE001 - plain enqueues give the same frames
             self._graphs_off(f"{type(err).__name__}: {err}")
             return None
-        g = self._graphs[b] = _Graph(graph, context, static["w"], static["basis"], outs["frames"])
+        g = self._graphs[b] = _Graph(graph, context, static["w"], static["features"], outs["frames"])
         return g
 
     def _graphs_off(self, why: str) -> None:

@@ -2,7 +2,8 @@
 
 ``precision`` fp16/bf16 runs the frame step under autocast (weights stay fp32); ``compile``
 wraps it in ``torch.compile(mode="max-autotune")`` (Inductor's Triton kernels and CUDA graphs
-on a GPU): the baselines the benchmarks hold the compiled backends against.
+on a GPU): the baselines the benchmarks hold the compiled backends against. Any registered
+architecture runs here (``t2v_rt.generators``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 from t2v_rt.backends.base import Backend
-from t2v_rt.model.io import load_generator
+from t2v_rt.generators.io import load_generator
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -21,10 +22,11 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model: str | Path | None = None, device: str | torch.device | None = None,
-                 precision: str = "fp32", compile: bool = False):
+                 precision: str = "fp32", compile: bool = False, generator=None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.generator = load_generator(model, self.device)
-        self.resolution = self.generator.cfg.resolution
+        self.generator = (generator.to(self.device).eval() if generator is not None
+                          else load_generator(model, self.device))
+        self.config = self.generator.config
         self.precision, self.dtype = precision, PRECISIONS[precision]
         self.compiled = compile
         self._synthesize = self.generator.synthesize
@@ -33,15 +35,22 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def style(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        g = self.generator
-        return g.style(g.encode_text(tokens.to(self.device)), z.to(self.device))
+        return self.generator.style(tokens.to(self.device), z.to(self.device))
 
     @torch.inference_mode()
-    def frames(self, w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def frames(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, self.dtype, enabled=self.precision != "fp32"):
-            frames = self._synthesize(w, t.to(self.device))
+            frames = self._synthesize(w.to(self.device), features.to(self.device))
         # a compiled step's output lives in its CUDA graph's pool until the next call
         return frames.float().clone() if self.compiled else frames.float()
+
+    @torch.inference_mode()
+    def initial_state(self, w: torch.Tensor) -> torch.Tensor:
+        return self.generator.initial_state(w.to(self.device))
+
+    @torch.inference_mode()
+    def step(self, w: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.generator.step(w.to(self.device), state.to(self.device))
 
     def describe(self) -> str:
         how = "torch.compile max-autotune" if self.compiled else "eager"

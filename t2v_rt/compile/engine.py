@@ -9,7 +9,9 @@ precision lives in the ONNX graph (TensorRT-RTX networks are strongly typed).
 Layout, in the model's cache folder (``t2v_rt.compile.cache``)::
 
     engines/<flavour>-<version>-<precision>-b<min>_<opt>_<max>/
-        style.engine  frames.engine  manifest.json
+        style.engine  frames.engine  [init.engine  step.engine]  manifest.json
+
+(one engine per exported graph: a recurrent generator's state graphs too).
 
 The manifest says what the engines were built from and for (model and ONNX digests, flavour
 and version, target compute capabilities, precision, profiles, build time, engine digests);
@@ -31,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from t2v_rt.compile.cache import model_digest, model_folder
-from t2v_rt.compile.export import ensure_exported, file_sha256
+from t2v_rt.compile.export import ensure_exported, file_sha256, graph_names
 from t2v_rt.errors import CompileError, RuntimeUnavailable, UsageError
-from t2v_rt.model.io import atomic_write
+from t2v_rt.files import atomic_write
 
 MANIFEST = "manifest.json"
 FLAVOURS = ("tensorrt", "tensorrt_rtx")     # module names, in order of preference
@@ -138,10 +140,12 @@ def _build_one(trt, flavour: str, onnx_path: Path, profile: Profile, log, label:
 
 
 def read_manifest(folder: Path) -> dict | None:
+    """The engine folder's manifest, or None when it is missing, unreadable or not an object."""
     try:
-        return json.loads((folder / MANIFEST).read_text())
+        manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def manifest_problem(manifest: dict | None, folder: Path, *, model_sha256: str, flavour: str,
@@ -159,28 +163,33 @@ def manifest_problem(manifest: dict | None, folder: Path, *, model_sha256: str, 
         return f"precision {manifest.get('precision')}, not {precision}"
     if onnx_sha256 is not None and manifest.get("onnx_sha256") != onnx_sha256:
         return "built from other ONNX graphs; rebuild with 't2v-rt build-engine --force'"
-    for name, digest in manifest.get("engine_sha256", {}).items():
+    engines = manifest.get("engine_sha256")
+    graphs = manifest.get("graphs")
+    if (not isinstance(engines, dict) or not isinstance(graphs, list)
+            or sorted(engines) != sorted(graphs)
+            or tuple(graphs) not in (graph_names("continuous"), graph_names("recurrent"))):
+        return "the manifest lists no complete set of engines; rebuild with 't2v-rt build-engine --force'"
+    for name, digest in engines.items():
         path = folder / f"{name}.engine"
         if not path.is_file():
             return f"{path.name} is missing; rebuild with 't2v-rt build-engine --force'"
         if file_sha256(path) != digest:
             return (f"{path.name} is corrupt or truncated (its digest differs from the "
                     "manifest's); rebuild with 't2v-rt build-engine --force'")
-    if set(manifest.get("engine_sha256", {})) != {"style", "frames"}:
-        return "the manifest lists no engines"
     return None
 
 
 def build_engines(weights: Path, precision: str = "fp16", profile: Profile = Profile(1, 16, 64),
                   out: Path | None = None, force: bool = False, log=None) -> Path:
-    """Build (or reuse) the style and frames engines of the model at ``weights``; returns the
-    engine folder. Progress on ``log``."""
+    """Build (or reuse) the engines of every exported graph of the model at ``weights`` (style
+    and frames; init and step for a recurrent generator); returns the engine folder. Progress
+    on ``log``."""
     log = log or (lambda msg: None)
     flavour, trt = tensorrt_module()
     version = trt.__version__
     root = model_folder(weights)
-    style_onnx, frames_onnx = ensure_exported(weights, root, precision, log)
-    onnx_sha = {"style": file_sha256(style_onnx), "frames": file_sha256(frames_onnx)}
+    onnx_paths = ensure_exported(weights, root, precision, log)
+    onnx_sha = {name: file_sha256(path) for name, path in onnx_paths.items()}
     digest = model_digest(weights)
     folder = out or engine_folder(weights, flavour, version, precision, profile)
     manifest = read_manifest(folder)
@@ -192,7 +201,7 @@ def build_engines(weights: Path, precision: str = "fp16", profile: Profile = Pro
         return folder
     start = time.time()
     engines, targets = {}, []
-    for name, path in (("style", style_onnx), ("frames", frames_onnx)):
+    for name, path in onnx_paths.items():
         t0 = time.time()
         log(f"building the {name} engine with {flavour} {version} ({precision}, batch {profile})")
         engines[name], targets = _build_one(trt, flavour, path, profile, log, name)
@@ -204,9 +213,8 @@ def build_engines(weights: Path, precision: str = "fp16", profile: Profile = Pro
     manifest = {
         "model_sha256": digest, "onnx_sha256": onnx_sha,
         "flavour": flavour, "version": version, "target_compute_capabilities": targets,
-        "precision": precision, "profile": str(profile),
-        "profiles": {"style": [profile.min, profile.opt, profile.max],
-                     "frames": [profile.min, profile.opt, profile.max]},
+        "precision": precision, "profile": str(profile), "graphs": list(onnx_paths),
+        "profiles": {name: [profile.min, profile.opt, profile.max] for name in onnx_paths},
         "build_seconds": round(time.time() - start, 2),
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "engine_sha256": {name: file_sha256(folder / f"{name}.engine") for name in engines},
@@ -341,7 +349,7 @@ def find_engine(weights: Path, flavour: str, trt, precision: str = "fp16",
         else:
             usable.append((folder, manifest))
     if not usable:
-        from t2v_rt.model.io import bundled_path
+        from t2v_rt.generators.io import bundled_path
 
         model = "" if weights == bundled_path() else f" --model {weights}"
         where = f"{flavour_label(flavour, trt.__version__)} engine of this model in " \
@@ -352,8 +360,13 @@ def find_engine(weights: Path, flavour: str, trt, precision: str = "fp16",
         found = "; ".join(f"{', '.join(names)}: {problem}" for problem, names in passed.items())
         fixed = all("build-engine" in p or "--backend" in p for p in passed)
         raise RuntimeUnavailable(f"no usable {where} ({found})" + ("" if fixed else f"; {build}"))
-    usable.sort(key=lambda fm: (fm[1].get("precision") != precision,
-                                -max(fm[1].get("profiles", {}).get("frames", [0]))))
+    def largest_batch(manifest: dict) -> int:
+        try:
+            return int(max(manifest["profiles"]["frames"]))
+        except (KeyError, TypeError, ValueError):
+            return 0
+
+    usable.sort(key=lambda fm: (fm[1].get("precision") != precision, -largest_batch(fm[1])))
     return usable[0]
 
 

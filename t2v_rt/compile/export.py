@@ -1,16 +1,20 @@
-"""ONNX export of the generator: two graphs, each checked against PyTorch through ONNX Runtime.
+"""ONNX export of any generator: its graphs, each checked against PyTorch through ONNX Runtime.
+
+The graphs follow the generator interface (``t2v_rt.generators.interface``):
 
 - ``style``: token ids [B, L] int64 and latents [B, Z] float32 -> per-video style w [B, S]
-  float32 (the text reading, the prior head, the mapping and the palettes; once per video);
-- ``frames``: w [N, S] float32 and the time basis [N, 2H] float32 -> frames [N, 3, R, R]
-  float32 in [-1, 1]. The basis (cos/sin of 2 pi k t / T, :func:`time_features`) is computed
-  on the host in float64, so a frame at t = 600 s is as exact as one at t = 0 whatever the
-  graph's precision.
+  float32 (once per video);
+- ``frames``: w [N, S] float32 and the frames' features [N, F] float32 -> frames
+  [N, 3, R, R] float32 in [-1, 1]. A continuous generator's features are its time features,
+  computed on the host in float64 (``config.time_features``), so a frame at t = 600 s is as
+  exact as one at t = 0 whatever the graph's precision;
+- recurrent generators also: ``init``: w -> state [B, D], and ``step``: w, state ->
+  features, next_state (float32: the state lives for hours).
 
 Batch dimensions are dynamic. An ``fp16`` frames graph computes in float16 inside, with
 float32 inputs and outputs cast at its edges (TensorRT-RTX networks are strongly typed: the
-precision lives in the graph). The style graph is float32 in both precisions: it runs once
-per video, and its one-hot decisions must not move with rounding.
+precision lives in the graph). The other graphs are float32 in both precisions: they run once
+per video or carry the state, and their decisions must not move with rounding.
 """
 
 from __future__ import annotations
@@ -29,37 +33,71 @@ import torch
 from torch import nn
 
 from t2v_rt.errors import CompileError, UsageError
-from t2v_rt.model.generator import Generator, time_features
-from t2v_rt.model.io import atomic_write
+from t2v_rt.files import atomic_write
 
 OPSET = 18
+FORMAT = 2            # of the manifest and the graphs' names (1: the shapes-only "basis" graphs)
 PRECISIONS = ("fp32", "fp16")
 # Relative error (Frobenius norm of the difference over that of PyTorch fp32's output).
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 MANIFEST = "export.json"
+# Each graph: its inputs and outputs.
+IO = {
+    "style": (("tokens", "z"), ("w",)),
+    "frames": (("w", "features"), ("frames",)),
+    "init": (("w",), ("state",)),
+    "step": (("w", "state"), ("features", "next_state")),
+}
+
+
+def graph_names(form: str) -> tuple[str, ...]:
+    """The graphs of a generator of ``form`` ("continuous" or "recurrent")."""
+    return ("style", "frames") if form == "continuous" else ("style", "frames", "init", "step")
 
 
 class StyleGraph(nn.Module):
     """tokens [B, L] int64, z [B, Z] -> w [B, S] (float32)."""
 
-    def __init__(self, g: Generator):
+    def __init__(self, g):
         super().__init__()
         self.g = g
 
     def forward(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.g.style(self.g.encode_text(tokens), z)
+        return self.g.style(tokens, z)
 
 
 class FramesGraph(nn.Module):
-    """w [N, S], time basis [N, 2H] (float32) -> frames [N, 3, R, R] (float32), computed in
+    """w [N, S], features [N, F] (float32) -> frames [N, 3, R, R] (float32), computed in
     ``dtype``."""
 
-    def __init__(self, g: Generator, dtype: torch.dtype):
+    def __init__(self, g, dtype: torch.dtype):
         super().__init__()
         self.g, self.dtype = copy.deepcopy(g).to(dtype), dtype
 
-    def forward(self, w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-        return self.g.synthesize_basis(w.to(self.dtype), basis.to(self.dtype))[0].float()
+    def forward(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return self.g.synthesize(w.to(self.dtype), features.to(self.dtype)).float()
+
+
+class InitGraph(nn.Module):
+    """w [B, S] -> state [B, D]."""
+
+    def __init__(self, g):
+        super().__init__()
+        self.g = g
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return self.g.initial_state(w)
+
+
+class StepGraph(nn.Module):
+    """w [B, S], state [B, D] -> features [B, F], next state [B, D]."""
+
+    def __init__(self, g):
+        super().__init__()
+        self.g = g
+
+    def forward(self, w: torch.Tensor, state: torch.Tensor):
+        return self.g.step(w, state)
 
 
 @dataclass(frozen=True)
@@ -87,20 +125,30 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got - want).norm() / want.norm().clamp(min=1e-30))
 
 
-def random_inputs(g: Generator, n_videos: int, n_frames: int,
-                  seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fresh inputs of both graphs: token ids of random captions (canonical, paraphrased,
-    partial), standard-normal latents, and the time basis of random times in [0, 1000) s."""
-    from t2v_rt.text.grammar import encode_tokens, parse_prompt
-    from t2v_rt.world.captions import caption, sample_attributes
-
+def random_inputs(g, n_videos: int, n_frames: int, seed: int) -> dict[str, torch.Tensor]:
+    """Fresh inputs of every graph, from the generator's own front end and latent: token ids
+    of random prompts it reads, standard-normal latents, their styles, and per frame its
+    features (continuous: the time features of random times in [0, 1000) s; recurrent: the
+    features of real steps, from states a random number of steps in)."""
+    cfg = g.config
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
-    prompts = [parse_prompt(caption(sample_attributes(rng, rng.choice([0.0, 0.5])), rng))
-               for _ in range(n_videos)]
-    z = torch.randn(n_videos, g.cfg.latent_dim, generator=gen)
-    t = torch.rand(n_frames, generator=gen, dtype=torch.float64) * 1000
-    return encode_tokens(prompts), z, time_features(t, g.cfg.harmonics)
+    front = cfg.front_end()
+    tokens = torch.from_numpy(front.encode(front.example_prompts(rng, n_videos)))
+    z = torch.randn(n_videos, cfg.latent_dim, generator=gen)
+    with torch.no_grad():
+        w = g.style(tokens, z)
+        w_frames = w.repeat_interleave(-(-n_frames // n_videos), 0)[:n_frames]
+        out = {"tokens": tokens, "z": z, "w": w, "w_frames": w_frames}
+        if cfg.FORM == "continuous":
+            t = torch.rand(n_frames, generator=gen, dtype=torch.float64) * 1000
+            out["features"] = cfg.time_features(t)
+        else:
+            state = g.initial_state(w_frames)
+            for _ in range(rng.randint(1, 20)):
+                feats, state = g.step(w_frames, state)
+            out["features"], out["state"] = feats, state
+    return out
 
 
 def _export(module: nn.Module, args: tuple, names: tuple[list[str], list[str]], path: Path) -> None:
@@ -136,39 +184,55 @@ def ort_session(path: Path, threads: int = 0, providers: list[str] | None = None
     return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
 
 
-def export_model(g: Generator, out: Path, precisions: tuple[str, ...] = PRECISIONS, log=None,
+def export_model(g, out: Path, precisions: tuple[str, ...] = PRECISIONS, log=None,
                  check_seed: int | None = None) -> list[Export]:
-    """Write ``style.onnx`` (float32) and ``frames-<precision>.onnx`` for each precision into
-    ``out``; check each with ``onnx.checker`` and strict shape inference, then compare it with
-    PyTorch fp32 through ONNX Runtime on fresh random inputs (other batch sizes than the
-    export's). A comparison over tolerance raises :class:`ExportMismatch` with the numbers,
-    and the file is not kept."""
+    """Write ``style.onnx`` (float32), ``frames-<precision>.onnx`` for each precision and, for
+    a recurrent generator, ``init.onnx`` and ``step.onnx`` (float32) into ``out``; check each
+    with ``onnx.checker`` and strict shape inference, then compare it with PyTorch fp32
+    through ONNX Runtime on fresh random inputs (other batch sizes than the export's). A
+    comparison over tolerance raises :class:`ExportMismatch` with the numbers, and the file
+    is not kept."""
     for p in precisions:
         if p not in PRECISIONS:
             raise UsageError(f"unknown precision '{p}'; choose from: {', '.join(PRECISIONS)}")
     log = log or (lambda msg: None)
     g = g.float().eval().cpu()
     seed = random.SystemRandom().randrange(2**31) if check_seed is None else check_seed
-    tokens, z, basis = random_inputs(g, 3, 5, seed)
+    x = random_inputs(g, 3, 5, seed)
+    recurrent = g.config.FORM == "recurrent"
     with torch.no_grad():
-        w = g.style(g.encode_text(tokens), z)
-        w_frames = w.repeat_interleave(2, 0)[:5]
-        frames = g.synthesize_basis(w_frames, basis)[0]
-    jobs = [("style", "fp32", StyleGraph(g), (tokens[:2], z[:2]), (["tokens", "z"], ["w"]),
-             {"tokens": tokens.numpy(), "z": z.numpy()}, w)]
+        frames = g.synthesize(x["w_frames"], x["features"])
+        if recurrent:
+            state0 = g.initial_state(x["w"])
+            step_out = g.step(x["w_frames"], x["state"])
+    jobs = [("style", "fp32", StyleGraph(g), (x["tokens"][:2], x["z"][:2]),
+             {"tokens": x["tokens"].numpy(), "z": x["z"].numpy()}, (x["w"],))]
     for p in precisions:
         dtype = torch.float16 if p == "fp16" else torch.float32
-        jobs.append(("frames", p, FramesGraph(g, dtype), (w[:2].clone(), basis[:2].clone()),
-                     (["w", "basis"], ["frames"]), {"w": w_frames.numpy(), "basis": basis.numpy()},
-                     frames))
+        jobs.append(("frames", p, FramesGraph(g, dtype),
+                     (x["w"][:2].clone(), x["features"][:2].clone()),
+                     {"w": x["w_frames"].numpy(), "features": x["features"].numpy()}, (frames,)))
+    if recurrent:
+        jobs.append(("init", "fp32", InitGraph(g), (x["w"][:2].clone(),),
+                     {"w": x["w"].numpy()}, (state0,)))
+        jobs.append(("step", "fp32", StepGraph(g), (x["w"][:2].clone(), x["state"][:2].clone()),
+                     {"w": x["w_frames"].numpy(), "state": x["state"].numpy()}, step_out))
     results = []
-    for name, precision, module, example, names, feed, want in jobs:
+    for name, precision, module, example, feed, want in jobs:
         path = graph_path(out, name, precision)
         start = time.time()
-        _export(module, example, names, path)
+        _export(module, example, IO[name], path)
         try:
             _check_graph(path)
-            err = relative_error(torch.from_numpy(ort_session(path).run(None, feed)[0]), want)
+            try:
+                got = ort_session(path).run(None, feed)
+            except Exception as e:  # noqa: BLE001 - ONNX Runtime's own words, in one line
+                raise ExportMismatch(
+                    f"{path.name} does not run in ONNX Runtime on a batch other than the "
+                    f"export's ({str(e).splitlines()[0][:160]}); the generator's code probably "
+                    "fixes the batch size (use x.shape[0] or view(-1, ...) rather than "
+                    "len(x) or a Python int); the export is not kept") from None
+            err = max(relative_error(torch.from_numpy(a), b) for a, b in zip(got, want))
             tol = TOLERANCE[precision]
             if not err <= tol:
                 raise ExportMismatch(
@@ -187,15 +251,18 @@ class ExportMismatch(CompileError):
     """An exported graph does not compute what PyTorch computes."""
 
 
-def write_manifest(out: Path, model_sha256: str, exports: list[Export],
+def write_manifest(out: Path, model_sha256: str, architecture: str, exports: list[Export],
                    kept: list[dict] | None = None) -> Path:
-    """``export.json``: the model's digest, versions, and per graph its file, digest and
-    checked error; ``kept``: entries of an earlier manifest still valid (other precisions)."""
+    """``export.json``: the model's digest and architecture, versions, and per graph its file,
+    digest and checked error; ``kept``: entries of an earlier manifest still valid (other
+    precisions)."""
     import onnx
     import onnxruntime
 
     manifest = {
+        "format": FORMAT,
         "model_sha256": model_sha256,
+        "architecture": architecture,
         "opset": OPSET,
         "torch": torch.__version__,
         "onnx": onnx.__version__,
@@ -207,56 +274,76 @@ def write_manifest(out: Path, model_sha256: str, exports: list[Export],
     return path
 
 
-def graph_path(folder: Path, graph: str, precision: str) -> Path:
-    return folder / ("style.onnx" if graph == "style" else f"frames-{precision}.onnx")
+def graph_path(folder: Path, graph: str, precision: str = "fp32") -> Path:
+    """``style.onnx``, ``frames-<precision>.onnx``, ``init.onnx``, ``step.onnx``."""
+    return folder / (f"frames-{precision}.onnx" if graph == "frames" else f"{graph}.onnx")
 
 
-def cached_exports(folder: Path, model_sha256: str) -> dict[tuple[str, str], Path]:
-    """The graphs in ``folder`` that are valid for the model: the manifest names this model's
-    digest and each file's digest still matches. (graph, precision) -> path."""
+def _read_manifest(folder: Path) -> dict | None:
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
-        return {}
-    if manifest.get("model_sha256") != model_sha256 or manifest.get("opset") != OPSET:
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def cached_exports(folder: Path, model_sha256: str) -> dict[tuple[str, str], Path]:
+    """The graphs in ``folder`` that are valid for the model: the manifest (this format) names
+    this model's digest, and each file named is a plain file inside ``folder`` whose digest
+    still matches. (graph, precision) -> path."""
+    manifest = _read_manifest(folder)
+    if (manifest is None or manifest.get("format") != FORMAT
+            or manifest.get("model_sha256") != model_sha256 or manifest.get("opset") != OPSET
+            or not isinstance(manifest.get("graphs"), list)):
         return {}
     valid = {}
-    for e in manifest.get("graphs", []):
-        path = folder / str(e.get("path"))
-        if path.is_file() and file_sha256(path) == e.get("sha256"):
+    for e in manifest["graphs"]:
+        if not isinstance(e, dict) or e.get("graph") not in IO or e.get("precision") not in PRECISIONS:
+            continue
+        name = e.get("path")
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            continue        # confined to the folder: a bare file name only
+        path = folder / name
+        if path.is_file() and not path.is_symlink() and file_sha256(path) == e.get("sha256"):
             valid[(e["graph"], e["precision"])] = path
     return valid
 
 
 def export_to_folder(weights: Path, folder: Path, precisions: tuple[str, ...],
-                     log=None, g: Generator | None = None) -> Path:
+                     log=None, g=None) -> Path:
     """Export the model at ``weights`` (``g``, when already loaded) into ``folder`` (checked,
     see :func:`export_model`) and write the manifest, keeping the still-valid graphs of other
     precisions; returns the manifest's path."""
     from t2v_rt.compile.cache import model_digest
-    from t2v_rt.model.io import load_generator
+    from t2v_rt.generators.io import load_generator
 
     g = g if g is not None else load_generator(weights)
     digest = model_digest(weights)
     have = cached_exports(folder, digest)
     exports = export_model(g, folder, precisions, log=log)
     done = {(e.graph, e.precision) for e in exports}
-    old = json.loads((folder / MANIFEST).read_text()).get("graphs", []) if have else []
-    kept = [e for e in old if (e["graph"], e["precision"]) in have.keys() - done]
-    return write_manifest(folder, digest, exports, kept)
+    old = _read_manifest(folder)["graphs"] if have else []
+    kept = [e for e in old if isinstance(e, dict)
+            and (e.get("graph"), e.get("precision")) in have.keys() - done]
+    return write_manifest(folder, digest, g.config.ARCH, exports, kept)
 
 
-def ensure_exported(weights: Path, folder: Path, precision: str, log=None) -> tuple[Path, Path]:
-    """(style graph, frames graph) of ``precision`` for the model at ``weights``: from the
-    cache when valid, else exported (and checked) now, once."""
+def ensure_exported(weights: Path, folder: Path, precision: str, log=None) -> dict[str, Path]:
+    """The graphs of the model at ``weights`` ({name: path}: style, frames of ``precision``,
+    and init/step for a recurrent generator): from the cache when valid, else exported (and
+    checked) now, once."""
     from t2v_rt.compile.cache import model_digest
-    from t2v_rt.model.io import load_generator
+    from t2v_rt.generators.io import read_config
 
+    form = read_config(weights).FORM
+    need = {name: (precision if name == "frames" else "fp32") for name in graph_names(form)}
     have = cached_exports(folder, model_digest(weights))
-    if not (("style", "fp32") in have and ("frames", precision) in have):
+    if not all((name, p) in have for name, p in need.items()):
+        from t2v_rt.generators.io import load_generator
+
         g = load_generator(weights)     # weights that do not fit fail here, before any work
         if log:
             log(f"no ONNX export of this model ({precision}) in {folder}: exporting it once "
-                "(about 15 s on a 2-core CPU; 't2v-rt export-onnx' does it ahead of time)")
+                "('t2v-rt export-onnx' does it ahead of time)")
         export_to_folder(weights, folder, (precision,), log=log, g=g)
-    return graph_path(folder, "style", "fp32"), graph_path(folder, "frames", precision)
+    return {name: graph_path(folder, name, p) for name, p in need.items()}

@@ -29,7 +29,7 @@ from fractions import Fraction
 import torch
 
 from t2v_rt.backends.base import Backend
-from t2v_rt.eval.attributes import (
+from t2v_rt.models.shapes.attributes import (
     classify,
     features,
     flicker,
@@ -38,11 +38,11 @@ from t2v_rt.eval.attributes import (
     score,
 )
 from t2v_rt.pipeline import Video, frame_times
-from t2v_rt.text.grammar import parse_prompt
-from t2v_rt.world import spec
-from t2v_rt.world.captions import caption
-from t2v_rt.world.render import render
-from t2v_rt.world.scene import Scene, latent_from_seed
+from t2v_rt.models.shapes.grammar import parse_prompt
+from t2v_rt.models.shapes import spec
+from t2v_rt.models.shapes.captions import caption
+from t2v_rt.models.shapes.render import render
+from t2v_rt.models.shapes.scene import Scene, latent_from_seed
 
 KINDS = ("canonical", "paraphrase", "partial")
 GROUPS = ("seen", "held_out")

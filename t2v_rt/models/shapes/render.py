@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from t2v_rt.world import spec
-from t2v_rt.world.scene import Scene
+from t2v_rt.models.shapes import spec
+from t2v_rt.models.shapes.scene import Scene
 
 _SHAPE_ID = {name: i for i, name in enumerate(spec.SHAPES)}
 

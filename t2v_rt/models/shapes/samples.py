@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from t2v_rt.encode.sink import VideoSink
-from t2v_rt.text.grammar import encode_tokens, parse_prompt
-from t2v_rt.world.scene import latent_from_seed
+from t2v_rt.models.shapes.grammar import encode_tokens, parse_prompt
+from t2v_rt.models.shapes.scene import latent_from_seed
 
 SAMPLE_PROMPTS = (
     "a large red circle moving left and right slowly on a black background",

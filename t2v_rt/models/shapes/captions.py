@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from t2v_rt.world import spec
+from t2v_rt.models.shapes import spec
 
 SIZE_PHRASES = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
 SHAPE_PHRASES = {"circle": ("circle", "ball", "disc"), "square": ("square", "box"),

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
-from t2v_rt.text.grammar import encode_tokens, parse_prompt
-from t2v_rt.world import spec
-from t2v_rt.world.captions import caption, sample_attributes
-from t2v_rt.world.render import render_frames
-from t2v_rt.world.scene import LATENT_DIM, Scene
+from t2v_rt.models.shapes.grammar import encode_tokens, parse_prompt
+from t2v_rt.models.shapes import spec
+from t2v_rt.models.shapes.captions import caption, sample_attributes
+from t2v_rt.models.shapes.render import render_frames
+from t2v_rt.models.shapes.scene import LATENT_DIM, Scene
 
 
 @dataclass

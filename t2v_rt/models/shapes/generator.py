@@ -55,10 +55,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t2v_rt.model.config import ModelConfig
-from t2v_rt.text.grammar import MAX_TOKENS, VOCAB
-from t2v_rt.world import spec
-from t2v_rt.world.spec import BASE_PERIOD
+from t2v_rt.generators.interface import VideoGenerator
+from t2v_rt.generators.ops import COORD_FEATURES, coordinate_features
+from t2v_rt.models.shapes import spec
+from t2v_rt.models.shapes.config import BASE_PERIOD, ModelConfig
+from t2v_rt.models.shapes.config import time_basis as time_features
+from t2v_rt.models.shapes.grammar import MAX_TOKENS, VOCAB
 
 # The attribute code: one one-hot group per attribute, in the order of ``spec.ATTRIBUTES``.
 CODE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(spec.ATTRIBUTES.items())
@@ -208,28 +210,6 @@ class TextEncoder(nn.Module):
         return torch.cat(parts, dim=1)
 
 
-COORD_FEATURES = 5
-
-
-def coordinate_features(pose: torch.Tensor, size: int, width: int | None = None) -> torch.Tensor:
-    """[N, 2] pose -> [N, 5, size, size] (or [N, 5, size, width]): each pixel centre relative
-    to the pose.
-
-    Channels ``dx, dy, |dx|, |dy|, r`` (coordinates in [-1, 1] across the frame; ``r`` the
-    distance, CoordConv's radial channel). The shapes of the contract are then intersections
-    of a few half-spaces in these features (circle: r; square: |dx| and |dy|; triangle: dy
-    and |dx|), which a leaky-ReLU network forms in a layer or two.
-    """
-    width = width or size
-    cx = (torch.arange(width, device=pose.device, dtype=pose.dtype) + 0.5) / width * 2 - 1
-    cy = (torch.arange(size, device=pose.device, dtype=pose.dtype) + 0.5) / size * 2 - 1
-    dx = cx.view(1, 1, width) - pose[:, 0, None, None]
-    dy = cy.view(1, size, 1) - pose[:, 1, None, None]
-    dx, dy = torch.broadcast_tensors(dx, dy)
-    r = torch.sqrt(dx * dx + dy * dy + 1e-8)
-    return torch.stack([dx, dy, dx.abs(), dy.abs(), r], dim=1)
-
-
 class UpConvAct(nn.Module):
     """Nearest x2 upsample -> 3x3 conv + coordinate term -> per-sample scale/shift -> leaky ReLU.
 
@@ -255,14 +235,6 @@ class UpConvAct(nn.Module):
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         x = self.conv(x) + self.coord(coordinate_features(pose, x.shape[-1]))
         return F.leaky_relu(x * a[:, :, None, None] + b[:, :, None, None], self.slope)
-
-
-def time_features(t: torch.Tensor, harmonics: int) -> torch.Tensor:
-    """[N] seconds (any float dtype) -> [N, 2 * harmonics] cos/sin of 2 pi k t / BASE_PERIOD."""
-    t = torch.remainder(t.to(torch.float64), BASE_PERIOD)
-    k = torch.arange(1, harmonics + 1, dtype=torch.float64, device=t.device)
-    w = 2 * math.pi * t[:, None] * k[None, :] / BASE_PERIOD
-    return torch.cat([torch.cos(w), torch.sin(w)], dim=1).to(torch.float32)
 
 
 def rotate(basis: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
@@ -298,9 +270,13 @@ class FrameHead(NamedTuple):
     bg: torch.Tensor            # [N, 3]: the background's
 
 
-class Generator(nn.Module):
+class Generator(VideoGenerator):
+    """The shapes-world generator (architecture ``shapes``, continuous in time)."""
+
+    Config = ModelConfig
+
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
+        super().__init__(cfg)
         self.cfg = cfg
         s, m, h = cfg.style_dim, cfg.motion_channels, cfg.harmonics
         self.text = TextEncoder(cfg.text_dim, cfg.text_layers)
@@ -357,8 +333,12 @@ class Generator(nn.Module):
                 + grouped_cross_entropy(self.prior_logits(named, z), code, CODE_SLICES,
                                         rows=left_out_rows(named)))
 
-    def style(self, text: torch.Tensor, z: torch.Tensor,
-              code: torch.Tensor | None = None) -> torch.Tensor:
+    def style(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The interface's per-video work: token ids [B, L] x [B, latent_dim] -> w."""
+        return self.style_from_reading(self.encode_text(tokens), z)
+
+    def style_from_reading(self, text: torch.Tensor, z: torch.Tensor,
+                           code: torch.Tensor | None = None) -> torch.Tensor:
         """Per-video style: [B, NAMED_DIM] x [B, latent_dim] -> w [B, style_dim + 8].
 
         ``code`` [B, CODE_DIM] overrides the chosen one-hot code (teacher forcing in
@@ -373,7 +353,12 @@ class Generator(nn.Module):
         bg = torch.tanh(PALETTE_GAIN * self.backdrop(code[:, CODE_SLICES["background"]]))
         return torch.cat([w, latent_phase(z), fg, bg], dim=1)
 
-    def synthesize(self, w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def synthesize(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The interface's per-frame work: w [N, style_dim + 8], time features [N, 2H]
+        (:meth:`ModelConfig.time_features`) -> frames [N, 3, R, R] in [-1, 1]."""
+        return self.synthesize_basis(w, features)[0]
+
+    def synthesize_at(self, w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Frames at times ``t``: w [N, style_dim + 8], t [N] seconds -> [N, 3, R, R] in [-1, 1]."""
         return self.synthesize_all(w, t)[0]
 
@@ -430,7 +415,8 @@ class Generator(nn.Module):
                           t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens [B, L], z [B, Z], t [B, T] -> frames [B, T, 3, R, R], pose [B, T, 2]."""
         b, nt = t.shape
-        w = self.style(self.encode_text(tokens), z)
+        w = self.style(tokens, z)
         w = w.repeat_interleave(nt, dim=0)
         frames, pose = self.synthesize_with_pose(w, t.reshape(-1))
         return frames.view(b, nt, *frames.shape[1:]), pose.view(b, nt, 2)
+

@@ -33,18 +33,18 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from t2v_rt.model.config import ModelConfig
-from t2v_rt.model.discriminators import (
+from t2v_rt.models.shapes.config import ModelConfig
+from t2v_rt.models.shapes.discriminators import (
     FrameDiscriminator,
     VideoDiscriminator,
     d_loss,
     g_loss,
     r1_penalty,
 )
-from t2v_rt.model.generator import Generator, attribute_code, named_code
-from t2v_rt.model.io import atomic_write, save_generator
-from t2v_rt.world import spec
-from t2v_rt.world.dataset import ShapesClips, render_clips
+from t2v_rt.models.shapes.generator import Generator, attribute_code, named_code
+from t2v_rt.generators.io import atomic_write, save_generator
+from t2v_rt.models.shapes import spec
+from t2v_rt.models.shapes.dataset import ShapesClips, render_clips
 
 
 @dataclass
@@ -220,7 +220,7 @@ class Trainer:
         VD.requires_grad_(False)
         with autocast:
             text = G.encode_text(tokens)
-            w = rep(G.style(text, z, code))      # the synthesis gets the true code
+            w = rep(G.style_from_reading(text, z, code))      # the synthesis gets the true code
             fake, alpha, pose = G.synthesize_all(w, times.reshape(-1))
             fake, alpha, pose = (x.unflatten(0, (-1, nt)) for x in (fake, alpha, pose))
             choice = G.choice_loss(text, z, named, code)
@@ -320,7 +320,7 @@ def train(cfg: TrainConfig, resume: str | None = None, dry_run: bool = False) ->
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             save(done)
         if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
-            from t2v_rt.train.samples import write_samples
+            from t2v_rt.models.shapes.samples import write_samples
 
             write_samples(tr.G_ema, run / f"samples-{done:07d}.mp4", tr.device)
     return run

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from t2v_rt.world import spec
+from t2v_rt.models.shapes import spec
 
 # A pixel belongs to the shape when one of its channels differs from the background by more
 # than this. The least contrast in the contract is magenta on gray, 88/255 = 0.345 (green
@@ -285,7 +285,7 @@ def recover_attributes(
     video: torch.Tensor,  # [T, 3, H, W] float RGB in [0, 1], H == W >= 32
     times: torch.Tensor,  # [T] seconds
 ) -> dict[str, str | None]:
-    """Each attribute of ``video`` as its name in :mod:`t2v_rt.world.spec`.
+    """Each attribute of ``video`` as its name in :mod:`t2v_rt.models.shapes.spec`.
 
     Keys: shape, colour, size, motion, speed, background. ``speed`` is None for a still
     shape; everything but ``background`` is None when no frame shows a shape, and ``motion``

@@ -19,10 +19,10 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
-import torch
+import numpy as np
 
 from t2v_rt.errors import UsageError
-from t2v_rt.world import spec
+from t2v_rt.models.shapes import spec
 
 SIZE_WORDS = {"small": "small", "little": "small", "tiny": "small", "large": "large", "big": "large"}
 COLOUR_WORDS = {c: c for c in spec.COLOURS}
@@ -213,11 +213,18 @@ def parse_prompt(text: str) -> Prompt:
     return Prompt(text=text.strip(), words=tuple(words), attributes=attrs)
 
 
-def encode_tokens(prompts: list[Prompt] | Prompt) -> torch.Tensor:
-    """Token ids ``[B, MAX_TOKENS]`` (0 = padding) of validated prompts."""
+def encode_ids(prompts: list[Prompt] | Prompt) -> np.ndarray:
+    """Token ids ``[B, MAX_TOKENS]`` int64 (0 = padding) of validated prompts (numpy)."""
     if isinstance(prompts, Prompt):
         prompts = [prompts]
-    ids = torch.zeros(len(prompts), MAX_TOKENS, dtype=torch.long)
+    ids = np.zeros((len(prompts), MAX_TOKENS), dtype=np.int64)
     for b, p in enumerate(prompts):
-        ids[b, : len(p.words)] = torch.tensor([_WORD_ID[w] for w in p.words])
+        ids[b, : len(p.words)] = [_WORD_ID[w] for w in p.words]
     return ids
+
+
+def encode_tokens(prompts: list[Prompt] | Prompt):
+    """Token ids ``[B, MAX_TOKENS]`` (0 = padding) of validated prompts, as a torch tensor."""
+    import torch
+
+    return torch.from_numpy(encode_ids(prompts))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t2v_rt.text.grammar import VOCAB
+from t2v_rt.models.shapes.grammar import VOCAB
 
 
 class _CaptionEmbedding(nn.Module):

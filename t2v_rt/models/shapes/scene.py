@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from t2v_rt.world import spec
+from t2v_rt.models.shapes import spec
 
 LATENT_DIM = 16
 _CHOICE_ORDER = ("shape", "colour", "size", "motion", "speed", "background")

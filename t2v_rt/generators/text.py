@@ -1,0 +1,122 @@
+"""Text front ends: prompt -> token ids, torch-free (``t2v_rt.generators.interface``).
+
+A front end is part of a generator's interface: its own vocabulary, its own one-line errors.
+:class:`VocabularyFrontEnd` is the generic one (a word list from the model's config);
+a model family may bring its own (the shapes world's grammar parser).
+"""
+
+from __future__ import annotations
+
+import difflib
+import random
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from t2v_rt.errors import UsageError
+
+MAX_PROMPT_CHARS = 1000
+
+
+def clean_prompt(text: str) -> str:
+    """The prompt as the front ends see it: stripped; refused when empty or too long. Words
+    are shown back in errors only as printable ASCII (control characters never reach a
+    terminal)."""
+    if not isinstance(text, str):
+        raise UsageError("the prompt must be text")
+    text = text.strip()
+    if not text:
+        raise UsageError('empty prompt; describe what to show, e.g. "a red ball moving left and right"')
+    if len(text) > MAX_PROMPT_CHARS:
+        raise UsageError(f"prompt too long ({len(text)} characters, at most {MAX_PROMPT_CHARS})")
+    return text
+
+
+def shown(word: str, limit: int = 40) -> str:
+    """A word as an error message may print it: printable ASCII, at most ``limit`` characters."""
+    safe = "".join(c if 32 <= ord(c) < 127 else "?" for c in word)
+    return safe if len(safe) <= limit else safe[: limit - 3] + "..."
+
+
+class TextFrontEnd(ABC):
+    """Prompt -> token ids, torch-free. ``max_tokens`` is the graphs' token axis; 0 pads."""
+
+    max_tokens: int
+
+    @abstractmethod
+    def encode(self, prompts: Sequence[str]) -> np.ndarray:
+        """Token ids ``[B, max_tokens]`` int64 (0 = padding); raises :class:`UsageError` with one
+        line naming the word it cannot read and the nearest it knows."""
+
+    def check(self, prompt: str) -> None:
+        """Raise :class:`UsageError` if ``prompt`` cannot be read (cheap: before any model work)."""
+        self.encode([prompt])
+
+    @abstractmethod
+    def example_prompts(self, rng: random.Random, n: int) -> list[str]:
+        """``n`` random prompts this front end reads (fresh inputs for export checks)."""
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Number of token ids, padding included."""
+
+
+class VocabularyFrontEnd(TextFrontEnd):
+    """A word vocabulary (from the config): lower-cased words, punctuation dropped; an unknown
+    word is refused with the nearest known one. Token id of word k is k + 1 (0 pads)."""
+
+    def __init__(self, words: Sequence[str], max_tokens: int):
+        self.words = tuple(words)
+        self.max_tokens = int(max_tokens)
+        self._ids = {w: i + 1 for i, w in enumerate(self.words)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.words) + 1
+
+    def tokenize(self, prompt: str) -> list[str]:
+        return re.findall(r"[a-z]+", clean_prompt(prompt).lower())
+
+    def encode(self, prompts: Sequence[str]) -> np.ndarray:
+        ids = np.zeros((len(prompts), self.max_tokens), dtype=np.int64)
+        for b, prompt in enumerate(prompts):
+            text = clean_prompt(prompt)
+            odd = re.search(r"[^\x00-\x7f]", text)
+            if odd:
+                raise UsageError(f"prompt has the character '{shown(odd.group())}' "
+                                 "(U+%04X); write it in plain ASCII letters" % ord(odd.group()))
+            words = self.tokenize(text)
+            if not words:
+                raise UsageError("the prompt has no words; describe what to show")
+            for w in words:
+                if w not in self._ids:
+                    close = difflib.get_close_matches(w, self.words, n=1, cutoff=0.75)
+                    hint = f"; did you mean '{close[0]}'?" if close else ""
+                    raise UsageError(f"unknown word '{shown(w)}' in prompt: this model knows "
+                                     f"{len(self.words)} words{hint}")
+            if len(words) > self.max_tokens:
+                raise UsageError(f"prompt too long ({len(words)} words, this model reads at most "
+                                 f"{self.max_tokens})")
+            ids[b, : len(words)] = [self._ids[w] for w in words]
+        return ids
+
+    def example_prompts(self, rng: random.Random, n: int) -> list[str]:
+        return [" ".join(rng.choice(self.words) for _ in range(rng.randint(1, self.max_tokens)))
+                for _ in range(n)]
+
+
+# A default vocabulary for architectures initialised without one (init-model): common words of
+# short video captions (colours, shapes, sizes, motions, speeds, backgrounds). A trained model
+# keeps the vocabulary of its captions in its config.
+DEFAULT_VOCABULARY = (
+    "a an the and on over in of with to is moving bouncing circling standing staying still not "
+    "left right up down horizontally vertically diagonally circle ball disc square box triangle "
+    "shape small little tiny large big red green blue yellow magenta cyan orange white black "
+    "gray grey purple pink brown slowly slow quickly fast background side around"
+).split()
+
+
+__all__ = ["DEFAULT_VOCABULARY", "MAX_PROMPT_CHARS", "TextFrontEnd", "VocabularyFrontEnd", "clean_prompt", "shown"]
