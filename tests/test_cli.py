@@ -208,4 +208,4 @@ def test_weights_of_another_generator_are_one_line_and_exit_2(tmp_path):
     save_file(state, str(tmp_path / "old.safetensors"))
     (tmp_path / "old.json").write_text(g.cfg.to_json())
     proc = run("stream", PROMPT, "--frames", "1", "--model", str(tmp_path / "old.safetensors"))
-    assert_one_clean_line(proc, "do not fit this version's generator")
+    assert_one_clean_line(proc, "do not fit their config")

@@ -1,4 +1,4 @@
-"""The renderer and the data follow ../shared/shapes-world.md exactly."""
+"""The renderer and the data follow t2v_rt/models/shapes/CONTRACT.md exactly."""
 
 import math
 import random

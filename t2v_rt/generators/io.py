@@ -93,13 +93,51 @@ def weight_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
 
 
 def shape_plan(config: GeneratorConfig) -> dict[str, tuple[int, ...]]:
-    """The generator of ``config`` built on the meta device: tensor name -> shape, no memory."""
+    """The generator of ``config`` built on the meta device: tensor name -> shape, no memory.
+    Initialisers draw nothing there (a random draw on a meta tensor costs PyTorch seconds of
+    lazy imports the first time; the shapes are all that is wanted)."""
     import torch
 
     cls = get(config.ARCH).generator_class
-    with torch.device("meta"):
+    with torch.device("meta"), _no_init():
         g = cls(config)
     return {k: tuple(v.shape) for k, v in g.state_dict().items()}
+
+
+class _no_init:
+    """Within: torch.nn.init's initialisers, in-place random fills and random factories
+    allocate shapes only (``torch.empty``) and fill nothing."""
+
+    NAMES = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
+             "xavier_uniform_", "xavier_normal_", "zeros_", "ones_", "constant_",
+             "orthogonal_", "eye_", "dirac_", "sparse_")
+    FACTORIES = ("randn", "rand", "randint", "randn_like", "rand_like", "normal")
+
+    def __enter__(self):
+        import torch
+
+        def keep(tensor, *args, **kwargs):
+            return tensor
+
+        def empty(*args, **kwargs):
+            return torch.empty(*[a for a in args if not isinstance(a, torch.Tensor)] or [0],
+                               **{k: v for k, v in kwargs.items() if k in ("dtype", "device")})
+
+        self.saved = [(torch.nn.init, n, getattr(torch.nn.init, n)) for n in self.NAMES
+                      if hasattr(torch.nn.init, n)]
+        self.saved += [(torch.Tensor, n, getattr(torch.Tensor, n))
+                       for n in ("uniform_", "normal_", "random_", "exponential_")]
+        for owner, name, _ in self.saved:
+            setattr(owner, name, keep)
+        for name in ("randn", "rand"):
+            self.saved.append((torch, name, getattr(torch, name)))
+            setattr(torch, name, empty)
+        return self
+
+    def __exit__(self, *exc):
+        for owner, name, fn in reversed(self.saved):
+            setattr(owner, name, fn)
+        return False
 
 
 def check_fits(config: GeneratorConfig, weights: Path) -> None:

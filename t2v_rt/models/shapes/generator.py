@@ -184,7 +184,8 @@ class TextEncoder(nn.Module):
     def __init__(self, dim: int, layers: int):
         super().__init__()
         self.embed = nn.Embedding(len(VOCAB), dim, padding_idx=0)
-        self.pos = nn.Parameter(torch.randn(MAX_TOKENS, dim) * 0.02)
+        self.pos = nn.Parameter(torch.empty(MAX_TOKENS, dim))
+        nn.init.normal_(self.pos, std=0.02)
         layer = nn.TransformerEncoderLayer(dim, nhead=4, dim_feedforward=2 * dim, dropout=0.0,
                                            batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
@@ -192,7 +193,7 @@ class TextEncoder(nn.Module):
         self.votes = nn.Embedding(len(VOCAB), CODE_DIM, padding_idx=0)
         nn.init.zeros_(self.votes.weight)
         # Per attribute: "left out" logit = gain * (bias - slope * words routed to it).
-        self.absent = nn.Parameter(torch.tensor([[0.0, 0.1]]).repeat(len(CODE_GROUPS), 1))
+        self.absent = nn.Parameter(torch.tensor([[0.0, 0.1]] * len(CODE_GROUPS)))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         pad = tokens == 0
