@@ -53,16 +53,17 @@ def test_onnxruntime_matches_pytorch_on_fresh_inputs(exported, precision):
     out, _ = exported
     g = load_generator()
     seed = int.from_bytes(os.urandom(4), "little")
-    tokens, z, basis = ex.random_inputs(g, 7, 11, seed)
+    x = ex.random_inputs(g, 7, 11, seed)
+    tokens, z, basis = x["tokens"], x["z"], x["features"]
     with torch.no_grad():
-        w = g.style(g.encode_text(tokens), z)
+        w = g.style(tokens, z)
         w_frames = w[torch.randint(0, 7, (11,))]
-        want = g.synthesize_basis(w_frames, basis)[0]
+        want = g.synthesize(w_frames, basis)
     style = ex.ort_session(ex.graph_path(out, "style", "fp32"))
     frames = ex.ort_session(ex.graph_path(out, precision=precision, graph="frames"))
     w_ort = torch.from_numpy(style.run(None, {"tokens": tokens.numpy(), "z": z.numpy()})[0])
     assert ex.relative_error(w_ort, w) <= ex.TOLERANCE["fp32"], seed
-    got = torch.from_numpy(frames.run(None, {"w": w_frames.numpy(), "basis": basis.numpy()})[0])
+    got = torch.from_numpy(frames.run(None, {"w": w_frames.numpy(), "features": basis.numpy()})[0])
     assert got.shape == want.shape == (11, 3, 64, 64)
     assert ex.relative_error(got, want) <= ex.TOLERANCE[precision], seed
 
