@@ -4,7 +4,6 @@ CPU-only machine the kernels run under ``TRITON_INTERPRET=1`` (tests). Nothing h
 model code: each kernel owns its reference."""
 
 from t2v_rt.kernels._common import ACTIVATIONS
-from t2v_rt.kernels.conv_alpha_blend import conv_alpha_blend, conv_alpha_blend_ref
 from t2v_rt.kernels.upsample_conv_act import (
     KINDS,
     coordinate_grid,
@@ -16,6 +15,6 @@ from t2v_rt.kernels.upsample_conv_act import (
     upsample_conv_act_ref,
 )
 
-__all__ = ["ACTIVATIONS", "KINDS", "conv_alpha_blend", "conv_alpha_blend_ref", "coordinate_grid",
+__all__ = ["ACTIVATIONS", "KINDS", "coordinate_grid",
            "fold_batchnorm", "pack_weights", "subpixel_weights", "subpixel_weights_transpose",
            "upsample_conv_act", "upsample_conv_act_ref"]

@@ -15,8 +15,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from t2v_rt.kernels import (
-    conv_alpha_blend,
-    conv_alpha_blend_ref,
     subpixel_weights,
     upsample_conv_act,
     upsample_conv_act_ref,
@@ -162,30 +160,6 @@ def test_the_generator_block_is_the_kernel():
     got = upsample_conv_act(x, block.conv.weight.detach(), block.conv.bias.detach(), "leaky_relu", 0.2,
                             a, b, block.coord.weight.detach().reshape(10, 5), pose)
     check(got, want, 1e-5, 1e-4)
-
-
-@pytest.mark.parametrize("n,c,h,w", [(1, 16, 8, 8), (3, 5, 7, 9), (2, 33, 4, 11)])
-def test_conv_alpha_blend_matches_reference(n, c, h, w):
-    x = torch.randn(n, c, h, w, device=DEVICE)
-    weight = torch.randn(1, c, 3, 3, device=DEVICE) / (3 * c**0.5)
-    bias = float(torch.randn(()))
-    fg, bg = torch.rand(n, 3, device=DEVICE) * 2 - 1, torch.rand(n, 3, device=DEVICE) * 2 - 1
-    out = poisoned((n, 3, h, w), torch.float32)
-    check(conv_alpha_blend(x, weight, bias, fg, bg, out=out), conv_alpha_blend_ref(x, weight, bias, fg, bg),
-          1e-5, 1e-5)
-    out8 = torch.full((n, h, w, 3), 77, dtype=torch.uint8, device=DEVICE)
-    got = conv_alpha_blend(x, weight, bias, fg, bg, display=True, out=out8)
-    want = conv_alpha_blend_ref(x, weight, bias, fg, bg, display=True)
-    # Rounding: the kernel rounds halves up, torch.round to even; at most 1 apart.
-    assert (got.int() - want.int()).abs().max() <= 1
-    assert (got.int() != want.int()).float().mean() < 0.01
-
-
-def test_fp16_input_into_the_blend():
-    x = torch.randn(2, 8, 5, 5, device=DEVICE).half()
-    weight = torch.randn(1, 8, 3, 3, device=DEVICE)
-    fg, bg = torch.rand(2, 3, device=DEVICE), -torch.rand(2, 3, device=DEVICE)
-    check(conv_alpha_blend(x, weight, 0.1, fg, bg), conv_alpha_blend_ref(x, weight, 0.1, fg, bg), 1e-3, 1e-3)
 
 
 def test_bad_shapes_say_what_was_expected():

@@ -1,12 +1,22 @@
-"""The ``triton`` backend: the generator with its body on the fused Triton kernels.
+"""The ``triton`` backend: any generator, its x2 up-convolution blocks on the fused Triton kernel.
 
-Per frame batch: the head (small matrix products: stem, FiLM scales/shifts, pose, colours) in
-PyTorch, every upsample -> conv -> epilogue -> activation block as one
-:func:`t2v_rt.kernels.upsample_conv_act`, and the last conv -> sigmoid -> palette blend as one
-:func:`t2v_rt.kernels.conv_alpha_blend`, which can write the encoder's uint8 RGB directly
-(:meth:`display`). On a CUDA GPU the whole frame step is captured once per batch size in a
-CUDA graph over static buffers and replayed (after a warm-up that runs the autotuner); the
-body runs in fp16 (or bf16, fp32), the head and every accumulation in fp32.
+At load the generator (any registered architecture) goes through the fusion pass
+(:mod:`t2v_rt.backends.fusion`): every nearest-x2-upsample -> 3x3 conv and every
+ConvTranspose2d(4, 2, 1), with the per-channel work after it (bias, folded BatchNorm,
+FiLM/AdaIN, StyleGAN2 modulation/demodulation, noise, the coordinate term, the activation,
+gain, clamp), becomes one :func:`t2v_rt.kernels.upsample_conv_act`; the rest of the generator
+runs in PyTorch, unchanged. The fused generator is then run beside the eager one on fresh
+random inputs and refused (:class:`~t2v_rt.errors.CompileError`, with the numbers and the
+seed) if its frames differ by more than the precision's tolerance. The log says how many
+blocks were fused, and which are not and why.
+
+Per frame batch: ``synthesize`` with the fused blocks, the body in fp16 (or bf16, fp32: the
+kernels' weights are packed in it) and the PyTorch parts under autocast in the same precision;
+``style``, ``initial_state`` and ``step`` (the recurrent state, carried for hours) in fp32
+PyTorch. On a CUDA GPU the whole frame step is captured once per batch size in a CUDA graph
+over static buffers and replayed (after a warm-up that runs the autotuner). The uint8 output
+is the base class's conversion (the shapes model's fused palette-blend display path is gone
+with its hand-written body).
 
 On a machine without a GPU the kernels run only under Triton's interpreter
 (``TRITON_INTERPRET=1``, numpy on the CPU, seconds per frame): the tests use it to check the
@@ -17,13 +27,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from t2v_rt.backends.base import Backend
 from t2v_rt.errors import RuntimeUnavailable, UsageError
-from t2v_rt.model.generator import time_features
-from t2v_rt.model.io import load_generator
+from t2v_rt.generators.io import load_generator
 
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 MAX_GRAPHS = 8        # CUDA graphs kept (one per batch size seen), least recently used out
@@ -43,11 +51,21 @@ def unavailable_reason() -> str | None:
             "for tests: seconds per frame)")
 
 
+def fusion_summary(model: str | Path | None = None) -> str:
+    """One line for ``doctor --model PATH``: what the triton backend fuses in the model at
+    ``model`` (None: the bundled one), e.g. ``fused 4 of 5 convolutions (4x
+    upsample3x3+bias+coord+film+leaky_relu); in PyTorch: to_alpha: ...``. Runs the fusion
+    pass's analysis on the CPU, in PyTorch only (no Triton, no GPU needed)."""
+    from t2v_rt.backends.fusion import plan
+
+    return plan(load_generator(model, "cpu")).summary()
+
+
 class TritonBackend(Backend):
     name = "triton"
 
     def __init__(self, model: str | Path | None = None, precision: str | None = None,
-                 cuda_graphs: bool = True, log=None):
+                 cuda_graphs: bool = True, log=None, generator=None, verify_frames: int = 2):
         why = unavailable_reason()
         if why:
             raise RuntimeUnavailable(f"backend 'triton' {why}; use --backend auto")
@@ -57,87 +75,83 @@ class TritonBackend(Backend):
             raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)} for the triton "
                              f"backend, got '{precision}'")
         self.precision, self.dtype = precision, PRECISIONS[precision]
-        self.generator = load_generator(model, self.device)
-        self.cfg = self.generator.cfg
-        self.resolution = self.cfg.resolution
-        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.log = log or (lambda msg: None)
-        self._pack()
-        self._graphs: dict[tuple[int, bool], tuple[torch.cuda.CUDAGraph, dict]] = {}
+        eager = (generator.to(self.device).eval() if generator is not None
+                 else load_generator(model, self.device))
+        self.config = eager.config
 
-    @torch.inference_mode()
-    def _pack(self) -> None:
-        """The kernels' weights, once: each block's 3x3 kernel split into its four 2x2
-        sub-pixel kernels in the body's dtype; biases and coordinate weights in fp32."""
-        from t2v_rt.kernels import subpixel_weights
+        from t2v_rt.backends.fusion import fuse, verify
 
-        self._blocks = []
-        for block in self.generator.blocks:
-            self._blocks.append({
-                "weight": block.conv.weight.to(self.dtype),
-                "packed": subpixel_weights(block.conv.weight, self.dtype),
-                "bias": block.conv.bias.float().contiguous(),
-                "coord_weight": block.coord.weight.float().reshape(-1, 5).contiguous(),
-                "slope": block.slope})
-        conv = self.generator.to_alpha
-        self._alpha = {"weight": conv.weight.float().contiguous(), "bias": float(conv.bias.item())}
+        self.generator = fuse(eager, self.dtype, log=self.log)
+        self.report = self.generator.report
+        self.log(f"triton: {self.report.summary(limit=8)}")
+        check = verify(eager, self.generator, self.dtype, frames=verify_frames)
+        self.log(f"triton: the fused generator matches eager PyTorch ({check.line()})")
+        del eager
+        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, dict]] = {}
+
+    # --- per video / per step: PyTorch, fp32 ---------------------------------------------
 
     @torch.inference_mode()
     def style(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        g = self.generator
-        return g.style(g.encode_text(tokens.to(self.device)), z.to(self.device))
-
-    def _step(self, w: torch.Tensor, basis: torch.Tensor, display: bool) -> torch.Tensor:
-        """One frame batch: w [N, S] fp32, basis [N, 2H] fp32 (device) -> frames."""
-        from t2v_rt.kernels import conv_alpha_blend, upsample_conv_act
-
-        head = self.generator.frame_head(w, basis)
-        x = head.x.to(self.dtype)
-        for p, a, b in zip(self._blocks, head.scales, head.shifts):
-            x = upsample_conv_act(x, p["weight"], p["bias"], "leaky_relu", p["slope"], a, b,
-                                  p["coord_weight"], head.pose, packed=p["packed"])
-        return conv_alpha_blend(x, self._alpha["weight"], self._alpha["bias"], head.fg, head.bg,
-                                display=display)
+        return self.generator.style(tokens.to(self.device), z.to(self.device))
 
     @torch.inference_mode()
-    def _run(self, w: torch.Tensor, t: torch.Tensor, display: bool) -> torch.Tensor:
-        basis = time_features(t.cpu(), self.cfg.harmonics).to(self.device)
-        w = w.to(self.device, torch.float32)
-        if not self.cuda_graphs:
-            return self._step(w, basis, display)
-        return self._replay(w, basis, display)
+    def initial_state(self, w: torch.Tensor) -> torch.Tensor:
+        return self.generator.initial_state(w.to(self.device))
 
-    def _replay(self, w: torch.Tensor, basis: torch.Tensor, display: bool) -> torch.Tensor:
-        """The frame step as a CUDA graph per (batch size, output kind), captured on first use."""
-        key = (w.shape[0], display)
+    @torch.inference_mode()
+    def step(self, w: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.generator.step(w.to(self.device), state.to(self.device))
+
+    # --- per frame batch: the fused synthesize ------------------------------------------
+
+    def _step(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """One frame batch: w [N, S], features [N, F] fp32 (device) -> frames fp32."""
+        with torch.autocast(self.device.type, self.dtype, enabled=self.precision != "fp32",
+                            cache_enabled=False):
+            return self.generator.synthesize(w, features).float()
+
+    @torch.inference_mode()
+    def frames(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        w = w.to(self.device, torch.float32)
+        features = features.to(self.device, torch.float32)
+        if not self.cuda_graphs:
+            return self._step(w, features)
+        return self._replay(w, features)
+
+    def _replay(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The frame step as a CUDA graph per batch size, captured on first use."""
+        key = w.shape[0]
         entry = self._graphs.pop(key, None)
         if entry is None:
-            entry = self._capture(w, basis, display)
+            entry = self._capture(w, features)
             if entry is None:
-                return self._step(w, basis, display)
+                return self._step(w, features)
             while len(self._graphs) >= MAX_GRAPHS:
                 self._graphs.pop(next(iter(self._graphs)))
         self._graphs[key] = entry                       # most recently used last
         graph, io = entry
         io["w"].copy_(w)
-        io["basis"].copy_(basis)
+        io["features"].copy_(features)
         graph.replay()
         return io["out"].clone()
 
-    def _capture(self, w: torch.Tensor, basis: torch.Tensor, display: bool):
+    def _capture(self, w: torch.Tensor, features: torch.Tensor):
         self.log(f"triton: capturing the frame step for batch {w.shape[0]} in a CUDA graph (the "
                  "kernels are autotuned first, once per GPU and shape; Triton caches the choice)")
-        io = {"w": w.clone(), "basis": basis.clone()}
+        io = {"w": w.clone(), "features": features.clone()}
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 for _ in range(2):      # warm-up: autotunes and compiles outside the capture
-                    self._step(io["w"], io["basis"], display)
+                    self._step(io["w"], io["features"])
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                io["out"] = self._step(io["w"], io["basis"], display)
+                io["out"] = self._step(io["w"], io["features"])
         except RuntimeError as e:
             self.log(f"triton: CUDA graph capture failed for batch {w.shape[0]} "
                      f"({str(e).splitlines()[0][:120]}); running without graphs")
@@ -145,15 +159,13 @@ class TritonBackend(Backend):
             return None
         return graph, io
 
-    def frames(self, w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self._run(w, t, display=False)
-
-    def display(self, w: torch.Tensor, t: torch.Tensor) -> np.ndarray:
-        """uint8 RGB [N, R, R, 3] straight from the last kernel (no float frames in memory)."""
-        return self._run(w, t, display=True).cpu().numpy()
-
     def describe(self) -> str:
+        fused = f"{self.report.fused} of {self.report.found} convs fused"
         if self.device.type == "cpu":
-            return f"triton ({self.precision}) under the interpreter on CPU (tests only: slow)"
+            return (f"triton ({self.precision}, {fused}) under the interpreter on CPU "
+                    "(tests only: slow)")
         graphs = "CUDA graphs" if self.cuda_graphs else "no CUDA graphs"
-        return f"triton ({self.precision}, {graphs}) on {torch.cuda.get_device_name()}"
+        return f"triton ({self.precision}, {graphs}, {fused}) on {torch.cuda.get_device_name()}"
+
+
+__all__ = ["MAX_GRAPHS", "PRECISIONS", "TritonBackend", "fusion_summary", "unavailable_reason"]

@@ -387,8 +387,7 @@ class Generator(VideoGenerator):
 
     def frame_head(self, w: torch.Tensor, time: torch.Tensor) -> FrameHead:
         """The per-frame work before the convolutions (small matrix products): the 4 x 4
-        stem, every block's scale/shift, the pose, the two colours. Shared with the backends
-        that replace the body (``t2v_rt.backends.triton_backend``)."""
+        stem, every block's scale/shift, the pose, the two colours."""
         cfg = self.cfg
         n, s = w.shape[0], cfg.style_dim
         w, phase, fg, bg = w[:, :s], w[:, s : s + 2], w[:, s + 2 : s + 5], w[:, s + 5 : s + 8]
