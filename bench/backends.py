@@ -19,7 +19,8 @@ too (``PYTHONPATH=.``, as on a lent GPU machine). Writes bench/results/backends-
 To fit a time box (the GPU kit, bench/gpu/): ``--skip`` leaves backends out by name (recorded
 under ``skipped``), and ``--budget-s`` stops starting measurements once that many seconds have
 passed since the start (the (batch, backend) pairs not measured are listed under ``left_out``;
-``torch``, the baseline of the ratios, is always measured).
+``torch``, the baseline of the ratios, is always measured). Ctrl-C (the kit's signal at its time box)
+writes the batches measured so far.
 """
 
 from __future__ import annotations
@@ -193,27 +194,31 @@ def main() -> int:
         skipped[name] = "left out by --skip"
     gpu_ceil = gpu_ceilings() if torch.cuda.is_available() else None
     results, left_out = {}, []
-    for n in batches:
-        tokens, z, _ = random_inputs(g, n, n, 1000 + n)
-        w = backends["torch"].style(tokens, z)
-        t = torch.rand(n, dtype=torch.float64) * 600
-        row = {}
-        for name, be in backends.items():
-            if args.budget_s and time.perf_counter() - start > args.budget_s and name != "torch":
-                left_out.append(f"batch {n} {name}")
-                continue
-            f = fps(be, w.to(be.device), t, args.seconds, args.repeats)
-            row[name] = {"frames_per_s": f, "gflops": f * 2 * macs / 1e9,
-                         "share_of_matmul_ceiling": f * 2 * macs / 1e9 / peak}
-            if gpu_ceil and be.device.type == "cuda":
-                row[name]["share_of_roofline"] = f / roofline_fps(macs, g.cfg.resolution, gpu_ceil)
-        for name, r in row.items():
-            r["vs_torch"] = r["frames_per_s"] / row["torch"]["frames_per_s"]
-            print(f"batch {n:4d} {name:18s} {r['frames_per_s']:8.1f} frames/s "
-                  f"{r['vs_torch']:5.2f}x torch, {r['gflops']:5.1f} GFLOP/s "
-                  f"({100 * r['share_of_matmul_ceiling']:.0f} % of the matmul ceiling)",
-                  file=sys.stderr)
-        results[str(n)] = row
+    interrupted = False
+    try:
+        for n in batches:
+            tokens, z, _ = random_inputs(g, n, n, 1000 + n)
+            w = backends["torch"].style(tokens, z)
+            t = torch.rand(n, dtype=torch.float64) * 600
+            row = results[str(n)] = {}         # filled as measured (kept if interrupted)
+            for name, be in backends.items():
+                if args.budget_s and time.perf_counter() - start > args.budget_s and name != "torch":
+                    left_out.append(f"batch {n} {name}")
+                    continue
+                f = fps(be, w.to(be.device), t, args.seconds, args.repeats)
+                row[name] = {"frames_per_s": f, "gflops": f * 2 * macs / 1e9,
+                             "share_of_matmul_ceiling": f * 2 * macs / 1e9 / peak}
+                if gpu_ceil and be.device.type == "cuda":
+                    row[name]["share_of_roofline"] = f / roofline_fps(macs, g.cfg.resolution, gpu_ceil)
+            for name, r in row.items():
+                r["vs_torch"] = r["frames_per_s"] / row["torch"]["frames_per_s"]
+                print(f"batch {n:4d} {name:18s} {r['frames_per_s']:8.1f} frames/s "
+                      f"{r['vs_torch']:5.2f}x torch, {r['gflops']:5.1f} GFLOP/s "
+                      f"({100 * r['share_of_matmul_ceiling']:.0f} % of the matmul ceiling)",
+                      file=sys.stderr)
+    except KeyboardInterrupt:      # Ctrl-C, or the GPU kit's time box: keep what was measured
+        interrupted = True
+        print("interrupted: writing the batches measured so far", file=sys.stderr)
     path = write_result("backends", {
         "command": "python bench/backends.py " + " ".join(sys.argv[1:]),
         "threads": torch.get_num_threads(), "frame_multiply_adds": macs,
@@ -221,6 +226,7 @@ def main() -> int:
         "backends": {name: be.describe() for name, be in backends.items()},
         "skipped": skipped, "batches": results,
         **({"budget_s": args.budget_s, "left_out": left_out} if args.budget_s else {}),
+        **({"interrupted": True} if interrupted else {}),
     })
     for be in backends.values():
         be.close()

@@ -27,7 +27,8 @@ correctness is checked on any machine by tests/test_kernels.py.
 To fit a time box (the GPU kit, bench/gpu/): ``--rep-ms`` shortens each timing, and
 ``--budget-s`` stops starting blocks once a dtype's share of the budget is spent (budget /
 dtypes, what one leaves unused passing on to the next); the blocks left out are listed in the
-result under ``left_out``.
+result under ``left_out``. Ctrl-C (the kit's signal at its time box) writes the blocks measured
+so far.
 """
 
 from __future__ import annotations
@@ -172,28 +173,32 @@ def main(argv=None) -> int:
     dtypes, start = args.dtypes.split(","), time.monotonic()
     if args.budget_s:
         results.update(budget_s=args.budget_s, left_out=[])
-    for di, dname in enumerate(dtypes):
-        dtype = DTYPES[dname]
-        # cumulative shares: time a dtype leaves unused passes on to the next
-        until = start + args.budget_s * (di + 1) / len(dtypes) if args.budget_s else None
-        ceil = results["ceilings"][dname] = ceilings(dtype)
-        print(f"{dname}: ceilings {ceil['matmul_tflops']:.0f} TFLOP/s, {ceil['copy_gbs']:.0f} GB/s",
-              file=sys.stderr)
-        for mname in args.models.split(","):
-            channels, base, label = MODELS[mname]
-            for c, k, h in blocks(channels, base):
-                if until is not None and time.monotonic() > until:
-                    results["left_out"].append(f"{dname} {mname} {c}->{k} {h}->{2 * h}")
-                    continue
-                row = bench_block(c, k, h, args.batch, dtype, not args.no_compile, ceil,
-                                  args.compile_mode, args.rep_ms)
-                row.update(model=mname, label=label, dtype=dname)
-                results["rows"].append(row)
-                ratios = ", ".join(f"{key[11:]} {v:.2f}x" for key, v in row.items()
-                                   if key.startswith("speedup_vs_"))
-                print(f"{dname} {mname} {c}->{k} {h}->{2 * h}: fused {row['fused']['ms'] * 1e3:.1f} us "
-                      f"({row['fused']['tflops_useful']:.1f} useful TFLOP/s, "
-                      f"{row['fused_share_of_roofline']:.0%} of roofline); {ratios}", file=sys.stderr)
+    try:
+        for di, dname in enumerate(dtypes):
+            dtype = DTYPES[dname]
+            # cumulative shares: time a dtype leaves unused passes on to the next
+            until = start + args.budget_s * (di + 1) / len(dtypes) if args.budget_s else None
+            ceil = results["ceilings"][dname] = ceilings(dtype)
+            print(f"{dname}: ceilings {ceil['matmul_tflops']:.0f} TFLOP/s, {ceil['copy_gbs']:.0f} GB/s",
+                  file=sys.stderr)
+            for mname in args.models.split(","):
+                channels, base, label = MODELS[mname]
+                for c, k, h in blocks(channels, base):
+                    if until is not None and time.monotonic() > until:
+                        results["left_out"].append(f"{dname} {mname} {c}->{k} {h}->{2 * h}")
+                        continue
+                    row = bench_block(c, k, h, args.batch, dtype, not args.no_compile, ceil,
+                                      args.compile_mode, args.rep_ms)
+                    row.update(model=mname, label=label, dtype=dname)
+                    results["rows"].append(row)
+                    ratios = ", ".join(f"{key[11:]} {v:.2f}x" for key, v in row.items()
+                                       if key.startswith("speedup_vs_"))
+                    print(f"{dname} {mname} {c}->{k} {h}->{2 * h}: fused {row['fused']['ms'] * 1e3:.1f} us "
+                          f"({row['fused']['tflops_useful']:.1f} useful TFLOP/s, "
+                          f"{row['fused_share_of_roofline']:.0%} of roofline); {ratios}", file=sys.stderr)
+    except KeyboardInterrupt:      # Ctrl-C, or the GPU kit's time box: keep what was measured
+        results["interrupted"] = True
+        print("interrupted: writing the blocks measured so far", file=sys.stderr)
     path = write_result("fused_blocks", results)
     print(f"wrote {path}", file=sys.stderr)
     return 0

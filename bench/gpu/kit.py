@@ -96,9 +96,10 @@ STEPS = [
     Step("tests", 110, 240, "pytest: -m gpu and the kernel, triton-backend, encoder, tensorrt tests "
          "(JUnit XML)", output="tests.xml", first_signal=signal.SIGINT),
     Step("fused_blocks", 80, 60, "bench/fused_blocks.py: fused vs cuDNN NCHW, channels-last, "
-         "torch.compile; fp16, bf16; ceilings", output="fused_blocks-{kind}.json", needs_cuda=True),
+         "torch.compile; fp16, bf16; ceilings", output="fused_blocks-{kind}.json", needs_cuda=True,
+         first_signal=signal.SIGINT),
     Step("backends", 70, 150, "bench/backends.py on CUDA, batches 1, 8, 64, 256",
-         output="backends-{kind}.json"),
+         output="backends-{kind}.json", first_signal=signal.SIGINT),
     Step("encoders", 30, 120, "bench/encoders.py: nvJPEG, NV12 kernel bandwidth vs copy",
          output="encoders-{kind}.json"),
     Step("train_speed", 30, 120, "bench/train_speed.py, bf16 autocast on CUDA",
@@ -687,17 +688,20 @@ class Kit:
         ceil = ", ".join(f"{k} {v['matmul_tflops']:.0f} TFLOP/s {v['copy_gbs']:.0f} GB/s"
                          for k, v in d["ceilings"].items())
         speed = sorted(row.get("speedup_vs_cudnn", 0) for row in rows)
-        r.note = (f"{len(rows)} blocks, {len(d.get('left_out', []))} left out; fused vs cuDNN "
+        r.note = (("interrupted; " if d.get("interrupted") else "")
+                  + f"{len(rows)} blocks, {len(d.get('left_out', []))} left out; fused vs cuDNN "
                   f"median {speed[len(speed) // 2]:.2f}x; ceilings {ceil}" if rows else "no blocks measured")
 
     def after_backends(self, r: Result, logfile: Path) -> None:
         d = self.bench_json(r)
-        if not d or not d["batches"]:
+        measured = [b for b, row in (d or {}).get("batches", {}).items() if row]
+        if not measured:
             return
-        batch = max(d["batches"], key=int)
+        batch = max(measured, key=int)
         row = d["batches"][batch]
         best = sorted(row, key=lambda k: -row[k]["frames_per_s"])[:3]
-        r.note = (f"batch {batch}: " + ", ".join(f"{k} {row[k]['frames_per_s']:.0f}" for k in best)
+        r.note = (("interrupted; " if d.get("interrupted") else "") + f"batch {batch}: "
+                  + ", ".join(f"{k} {row[k]['frames_per_s']:.0f}" for k in best)
                   + f" fps; {len(d['skipped'])} left out, {len(d.get('left_out', []))} not timed")
 
     def after_encoders(self, r: Result, logfile: Path) -> None:
