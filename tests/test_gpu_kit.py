@@ -108,3 +108,18 @@ def test_collect_puts_the_gpu_in_file_names(tmp_path):
 def test_the_source_digest_ignores_caches_and_results():
     assert kit.source_digest() == kit.source_digest()
     assert len(kit.source_digest()) == 16
+
+
+def test_a_failed_build_goes_on_from_source(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    k = kit.Kit(out, True, work)
+    log = tmp_path / "build.log"
+    log.write_text("-- t2v-rt: nvEncodeAPI.h not found (apt install libffmpeg-nvenc-dev, or set ...)\n")
+    r = kit.Result("build", status="ok")
+    k.after_build(r, log)               # pip succeeded but without the module: a failed build
+    assert r.status == "failed" and "built without the NVENC module" in r.error
+    assert k.install["build"]["mode"] == "from source (the build failed): no NVENC module"
+    assert (work / "t2v" / "t2v_rt" / "__init__.py").exists()
+    assert (work / "t2v" / "t2v_rt" / "kernels" / "upsample_conv_act.py").exists()
+    assert "T2V_RT_REQUIRE_NATIVE" not in k.env      # the encoder tests skip, saying why
