@@ -123,3 +123,11 @@ def test_a_failed_build_goes_on_from_source(tmp_path):
     assert (work / "t2v" / "t2v_rt" / "__init__.py").exists()
     assert (work / "t2v" / "t2v_rt" / "kernels" / "upsample_conv_act.py").exists()
     assert "T2V_RT_REQUIRE_NATIVE" not in k.env      # the encoder tests skip, saying why
+
+
+def test_the_summary_line_of_an_error_is_the_one_that_says_most():
+    pip = ("  error: subprocess-exited-with-error\n  ╰─> ModuleNotFoundError: No module named "
+           "'scikit_build_core'\nerror: metadata-generation-failed\nhint: See above for details.\n")
+    assert kit.headline(pip) == "╰─> ModuleNotFoundError: No module named 'scikit_build_core'"
+    assert kit.headline("a\n[kit] time box of 30 s reached: stopped\n") == "[kit] time box of 30 s reached: stopped"
+    assert kit.headline("one\ntwo\n") == "two"

@@ -365,11 +365,24 @@ class Result:
 
 
 def tail(path: Path, lines: int = 12) -> str:
+    """The last lines of a step's log (its command line, first in the log, left out)."""
     try:
         text = path.read_text(errors="replace")
     except OSError:
         return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
+    kept = [line for line in text.strip().splitlines() if not line.startswith("$ ")]
+    return "\n".join(kept[-lines:])
+
+
+def headline(text: str) -> str:
+    """The line of an error that says most: the last naming an error, else the last."""
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    for pattern in (r"\w+(Error|Exception): |CMake Error|fatal error|time box",
+                    r"error:|FAILED|Failed|refused|not found"):
+        said = [line for line in lines if re.search(pattern, line) and not line.startswith("hint:")]
+        if said:
+            return said[-1]
+    return (lines or [""])[-1]
 
 
 def run_boxed(argv: list[str], box: float, logfile: Path, env: dict, first_signal: int,
@@ -400,8 +413,19 @@ def run_boxed(argv: list[str], box: float, logfile: Path, env: dict, first_signa
                     continue
             p.wait()
             f.write(f"\n[kit] time box of {box:.0f} s reached: stopped\n".encode())
+            _reap(p.pid)
             return "timeout", p.returncode, time.monotonic() - t0
+    _reap(p.pid)
     return ("ok" if rc == 0 else "failed"), rc, time.monotonic() - t0
+
+
+def _reap(group: int) -> None:
+    """What a step left running in its process group (compile workers, test workers) ends
+    with it: the next step gets the GPU and the cores to itself."""
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 class Kit:
@@ -569,7 +593,7 @@ class Kit:
     def done(self, r: Result) -> Result:
         line = f"{r.name}: {r.status} in {r.seconds:.1f} s (box {r.box} s)"
         if r.status not in ("ok",):
-            line += f": {(r.error or r.note).splitlines()[-1] if (r.error or r.note) else ''}"
+            line += f": {headline(r.error or r.note)}"
         log(line)
         return r
 
@@ -779,9 +803,12 @@ class Kit:
     def summary_rows(self) -> list[list[str]]:
         rows = []
         for r in self.results:
-            text = r.note if r.status == "ok" else (r.error or r.note)
+            text = r.note if r.status == "ok" else headline(r.error or r.note)
+            if r.status not in ("ok", "skipped") and r.note:
+                text = f"{r.note}; {text}"
             text = " ".join((text or "").split())
-            rows.append([r.name, r.status, f"{r.seconds:.1f}", str(r.box), text[:110]])
+            rows.append([r.name, r.status, f"{r.seconds:.1f}", str(r.box),
+                         text if len(text) <= 120 else text[:117] + "..."])
         return rows
 
     def print_summary(self) -> None:
