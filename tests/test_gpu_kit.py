@@ -69,6 +69,14 @@ def test_a_step_past_its_box_is_stopped_and_recorded(tmp_path):
     assert status == "timeout" and rc == -signal.SIGKILL
     assert 1.5 <= seconds < 1.5 + kit.KILL_GRACE_S + 2 and time.monotonic() - t0 < 8
     assert "up" in log.read_text() and "time box of 2 s reached" in log.read_text()
+    # early: the leader alone is asked first (pytest then writes its report), before the box
+    done = tmp_path / "done"
+    code = ("import signal, sys, time\n"
+            "def stop(*_):\n    open(sys.argv[1], 'w').write('partial')\n    sys.exit(130)\n"
+            "signal.signal(signal.SIGINT, stop)\ntime.sleep(60)\n")
+    status, rc, seconds = kit.run_boxed([sys.executable, "-c", code, str(done)], 3, log, None,
+                                        signal.SIGINT, early=2)
+    assert (status, rc) == ("timeout", 130) and done.read_text() == "partial" and seconds < 2.9
     assert kit.run_boxed([sys.executable, "-c", "raise SystemExit(3)"], 10, log, None, signal.SIGTERM)[:2] \
         == ("failed", 3)
 

@@ -8,8 +8,8 @@
     python3 bench/gpu/kit.py collect DIR   # returned files -> bench/results/*-<gpu>.* (collect.sh)
 
 Standard library only: it runs under the device image's python3 before anything is installed.
-Each step runs in its own process group under a time box (SIGINT or SIGTERM at the box, SIGKILL
-after KILL_GRACE_S more); its output goes to a log, its status (ok, failed, timeout, skipped),
+Each step runs in its own process group under a time box (SIGINT or SIGTERM at the box, or to
+the leader alone a little before it; SIGKILL KILL_GRACE_S after the box); its output goes to a log, its status (ok, failed, timeout, skipped),
 seconds, return code and last lines into the record, and the run goes on. The boxes, with the
 grace periods and FINISH_S, add up to at most TOTAL_S (8 minutes); a global deadline shrinks a
 step's box if earlier steps ran long. What comes back ($OUT, at most 8 files): record.json (the
@@ -86,20 +86,21 @@ class Step:
     output: str | None = None          # the file it leaves in $OUT ({kind}: gpu or cpu)
     needs_cuda: bool = False
     first_signal: int = signal.SIGTERM
+    early: float = 0.0     # first signal to the leader alone, this long before the box
 
 
 STEPS = [
-    Step("wheels", 15, 60, "the carried wheels into the install target (pip --no-index)"),
+    Step("wheels", 10, 60, "the carried wheels into the install target (pip --no-index)"),
     Step("build", 80, 240, "the project from the working tree (pip --no-build-isolation, nvcc "
          f"sm_{CUDA_ARCHS}, carried nvEncodeAPI.h); on failure the source is mapped instead"),
-    Step("facts", 15, 60, "nvidia-smi, the device (name, CC, memory, clocks), versions"),
+    Step("facts", 20, 60, "nvidia-smi, the device (name, CC, memory, clocks), versions"),
     Step("tests", 110, 240, "pytest: -m gpu and the kernel, triton-backend, encoder, tensorrt tests "
-         "(JUnit XML)", output="tests.xml", first_signal=signal.SIGINT),
+         "(JUnit XML)", output="tests.xml", first_signal=signal.SIGINT, early=15),
     Step("fused_blocks", 80, 60, "bench/fused_blocks.py: fused vs cuDNN NCHW, channels-last, "
          "torch.compile; fp16, bf16; ceilings", output="fused_blocks-{kind}.json", needs_cuda=True,
-         first_signal=signal.SIGINT),
+         first_signal=signal.SIGINT, early=6),
     Step("backends", 70, 150, "bench/backends.py on CUDA, batches 1, 8, 64, 256",
-         output="backends-{kind}.json", first_signal=signal.SIGINT),
+         output="backends-{kind}.json", first_signal=signal.SIGINT, early=6),
     Step("encoders", 30, 120, "bench/encoders.py: nvJPEG, NV12 kernel bandwidth vs copy",
          output="encoders-{kind}.json"),
     Step("train_speed", 30, 120, "bench/train_speed.py, bf16 autocast on CUDA",
@@ -385,10 +386,17 @@ def headline(text: str) -> str:
     return (lines or [""])[-1]
 
 
-def run_boxed(argv: list[str], box: float, logfile: Path, env: dict, first_signal: int,
-              cwd: Path = ROOT) -> tuple[str, int | None, float]:
-    """argv in its own process group, output to logfile; (ok|failed|timeout, rc, seconds)."""
+def run_boxed(argv: list[str], box: float, logfile: Path, env: dict | None, first_signal: int,
+              early: float = 0.0, cwd: Path = ROOT) -> tuple[str, int | None, float]:
+    """argv in its own process group, output to logfile; (ok|failed|timeout, rc, seconds).
+
+    At ``box`` seconds the group gets ``first_signal``, and SIGKILL KILL_GRACE_S later. With
+    ``early``, the leader alone gets ``first_signal`` that many seconds before the box (pytest
+    with xdist then stops its workers and writes its report) and the group SIGTERM at the box."""
     t0 = time.monotonic()
+    stages = [(box - early, False, first_signal)] if early else []
+    stages += [(box, True, signal.SIGTERM if early else first_signal),
+               (box + KILL_GRACE_S, True, signal.SIGKILL)]
     with open(logfile, "ab") as f:
         f.write(f"$ {' '.join(argv)}\n".encode())
         f.flush()
@@ -398,25 +406,24 @@ def run_boxed(argv: list[str], box: float, logfile: Path, env: dict, first_signa
         except OSError as e:
             f.write(f"cannot start: {e}\n".encode())
             return "failed", None, time.monotonic() - t0
-        try:
-            rc = p.wait(timeout=max(box, 0.1))
-        except subprocess.TimeoutExpired:
-            for sig, wait in ((first_signal, KILL_GRACE_S), (signal.SIGKILL, None)):
+        timed_out = False
+        for at, group, sig in stages:
+            try:
+                p.wait(timeout=max(0.05, t0 + at - time.monotonic()))
+                break
+            except subprocess.TimeoutExpired:
+                if not timed_out:
+                    f.write(f"\n[kit] time box of {box:.0f} s reached: stopping\n".encode())
+                    f.flush()
+                timed_out = True
                 try:
-                    os.killpg(p.pid, sig)
+                    os.killpg(p.pid, sig) if group else p.send_signal(sig)
                 except ProcessLookupError:
-                    break
-                try:
-                    p.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            p.wait()
-            f.write(f"\n[kit] time box of {box:.0f} s reached: stopped\n".encode())
-            _reap(p.pid)
-            return "timeout", p.returncode, time.monotonic() - t0
+                    pass
+        p.wait()
     _reap(p.pid)
-    return ("ok" if rc == 0 else "failed"), rc, time.monotonic() - t0
+    status = "timeout" if timed_out else ("ok" if p.returncode == 0 else "failed")
+    return status, p.returncode, time.monotonic() - t0
 
 
 def _reap(group: int) -> None:
@@ -574,7 +581,8 @@ class Kit:
         argv = self.command(step, box)
         r.command = argv
         log(f"{step.name}: started (box {box:.0f} s)")
-        r.status, r.rc, r.seconds = run_boxed(argv, box, logfile, self.env, step.first_signal)
+        r.status, r.rc, r.seconds = run_boxed(argv, box, logfile, self.env, step.first_signal,
+                                              min(step.early, box / 3))
         if r.status != "ok":
             r.error = tail(logfile)
         cpu_form = step.needs_cuda and self.kind == "cpu"
@@ -684,7 +692,8 @@ class Kit:
             return
         suites = [root] if root.tag == "testsuite" else list(root)
         count = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
-        r.note = (f"{count['tests'] - count['failures'] - count['errors'] - count['skipped']} passed, "
+        r.note = (("interrupted at the time box: " if r.status == "timeout" else "")
+                  + f"{count['tests'] - count['failures'] - count['errors'] - count['skipped']} passed, "
                   f"{count['failures']} failed, {count['errors']} errors, {count['skipped']} skipped")
         bad = [f"{c.get('classname')}::{c.get('name')}" for s in suites for c in s.iter("testcase")
                if c.find("failure") is not None or c.find("error") is not None]
