@@ -825,7 +825,8 @@ class Kit:
         p = self.probes
         print()
         print(f"GPU kit ({record['mode']}), {record['environment']['device']}, commit "
-              f"{self.commit['commit']}, {record['elapsed_s']} s of {record['time_budget_s']} s")
+              f"{self.commit['commit']}, {record['elapsed_s']} s of {record['time_budget_s']} s "
+              f"(device time boxes: {budget()} s of {TOTAL_S} s)")
         if p:
             print(f"  NVENC probe: {p.get('nvenc')}")
             print(f"  tensorrt backend: {p.get('tensorrt_create')}")
