@@ -9,8 +9,8 @@
 
 Standard library only: it runs under the device image's python3 before anything is installed.
 Each step runs in its own process group under a time box (SIGINT or SIGTERM at the box, or to
-the leader alone a little before it; SIGKILL KILL_GRACE_S after the box); its output goes to a log, its status (ok, failed, timeout, skipped),
-seconds, return code and last lines into the record, and the run goes on. The boxes, with the
+the leader alone a little before it; SIGKILL KILL_GRACE_S after the box); its output goes to a
+log, its status (ok, failed, timeout, skipped), seconds, return code and last lines into the record, and the run goes on. The boxes, with the
 grace periods and FINISH_S, add up to at most TOTAL_S (8 minutes); a global deadline shrinks a
 step's box if earlier steps ran long. What comes back ($OUT, at most 8 files): record.json (the
 kit's record: environment, device facts, install, probes verbatim, every step, the checks,
@@ -945,7 +945,7 @@ def plan(dry: bool) -> int:
           f"timeout_s {DEVICE_TIMEOUT_S}")
     print(f"{'step':13s} {'box s':>5s} {'dry s':>5s}  output / what")
     for s in STEPS:
-        print(f"{s.name:13s} {s.box:5d} {s.dry_box:5d}  {s.output or '-'}: {s.what}")
+        print(f"{s.name:13s} {s.box:5d} {s.dry_box:5d}  {(s.output or '-').format(kind='gpu')}: {s.what}")
     total = budget()
     print(f"time: boxes {sum(s.box for s in STEPS)} s + {len(STEPS)} x {KILL_GRACE_S} s kill grace + "
           f"{FINISH_S} s finish = {total} s (limit {TOTAL_S} s; the call's timeout_s {DEVICE_TIMEOUT_S})")
