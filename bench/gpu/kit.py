@@ -10,12 +10,13 @@
 Standard library only: it runs under the device image's python3 before anything is installed.
 Each step runs in its own process group under a time box (SIGINT or SIGTERM at the box, or to
 the leader alone a little before it; SIGKILL KILL_GRACE_S after the box); its output goes to a
-log, its status (ok, failed, timeout, skipped), seconds, return code and last lines into the record, and the run goes on. The boxes, with the
-grace periods and FINISH_S, add up to at most TOTAL_S (8 minutes); a global deadline shrinks a
-step's box if earlier steps ran long. What comes back ($OUT, at most 8 files): record.json (the
-kit's record: environment, device facts, install, probes verbatim, every step, the checks,
-the summary), tests.xml (JUnit), <bench>-gpu.json of each benchmark (bench/common.write_result,
-directed there by T2V_RT_RESULTS) and logs.txt (every step's output). The summary table is
+log, its status (ok, failed, timeout, skipped), seconds, return code and last lines into the
+record, and the run goes on. The boxes, with the grace periods and FINISH_S, add up to at most
+TOTAL_S (8 minutes); a global deadline shrinks a step's box if earlier steps ran long. What
+comes back ($OUT, at most 8 files): record.json (the kit's record: environment, device facts,
+install, probes verbatim, every step, the checks, the summary), tests.xml (JUnit),
+<bench>-gpu.json of each benchmark (bench/common.write_result, directed there by
+T2V_RT_RESULTS) and logs.txt (every step's output). The summary table is
 printed last. Exit status: 0 when every step ran or was recorded and the output checks pass
 (steps may have failed: the summary says which); in --dry-run also every step must be ok or
 skipped; 1 otherwise; 2 for bad arguments.
