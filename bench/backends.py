@@ -1,6 +1,7 @@
 """Frames/s of every backend that runs here, side by side in one run, on the bundled model.
 
-    python bench/backends.py [--batches 1,16] [--repeats 5] [--seconds 2]
+    python bench/backends.py [--batches 1,16] [--repeats 5] [--seconds 2] [--skip NAME,...]
+                             [--budget-s S]
 
 For each frame batch: eager PyTorch (the baseline), ONNX Runtime fp32 and fp16, and on a CUDA
 GPU also eager PyTorch under fp16 autocast, torch.compile max-autotune (fp16), the fused Triton
@@ -14,6 +15,12 @@ model) as a share of it; on a GPU also each GPU backend's share of the roofline 
 frame's FLOPs at the fp16 matmul ceiling, or its output written once at the copy bandwidth,
 whichever is slower; both ceilings measured in the same run). Runs from a source checkout
 too (``PYTHONPATH=.``, as on a lent GPU machine). Writes bench/results/backends-{cpu,gpu}.json with the environment.
+
+To fit a time box (the GPU kit, bench/gpu/): ``--skip`` leaves backends out by name (recorded
+under ``skipped``), and ``--budget-s`` stops starting measurements once that many seconds have
+passed since the start (the (batch, backend) pairs not measured are listed under ``left_out``;
+``torch``, the baseline of the ratios, is always measured). Ctrl-C (the kit's signal at its time box)
+writes the batches measured so far.
 """
 
 from __future__ import annotations
@@ -160,7 +167,13 @@ def main() -> int:
                     help="frame batches (default 1,16; on a CUDA GPU 1,8,64,256)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=2.0, help="per timed run")
+    ap.add_argument("--skip", default="",
+                    help="backends to leave out, by name (e.g. torch-compile-fp16)")
+    ap.add_argument("--budget-s", type=float, default=0,
+                    help="stop starting measurements after this many seconds (0: no limit)")
     args = ap.parse_args()
+    start = time.perf_counter()
+    leave_out = {name for name in args.skip.split(",") if name}
     kernels_from_source()
     default = "1,8,64,256" if torch.cuda.is_available() else "1,16"
     batches = [int(b) for b in (args.batches or default).split(",")]
@@ -176,32 +189,44 @@ def main() -> int:
     trt_backends, skipped = tensorrt_backends()
     backends.update(trt_backends)
     backends.update(gpu_backends(skipped))
+    for name in leave_out & set(backends):
+        backends.pop(name).close()
+        skipped[name] = "left out by --skip"
     gpu_ceil = gpu_ceilings() if torch.cuda.is_available() else None
-    results = {}
-    for n in batches:
-        tokens, z, _ = random_inputs(g, n, n, 1000 + n)
-        w = backends["torch"].style(tokens, z)
-        t = torch.rand(n, dtype=torch.float64) * 600
-        row = {}
-        for name, be in backends.items():
-            f = fps(be, w.to(be.device), t, args.seconds, args.repeats)
-            row[name] = {"frames_per_s": f, "gflops": f * 2 * macs / 1e9,
-                         "share_of_matmul_ceiling": f * 2 * macs / 1e9 / peak}
-            if gpu_ceil and be.device.type == "cuda":
-                row[name]["share_of_roofline"] = f / roofline_fps(macs, g.cfg.resolution, gpu_ceil)
-        for name, r in row.items():
-            r["vs_torch"] = r["frames_per_s"] / row["torch"]["frames_per_s"]
-            print(f"batch {n:4d} {name:18s} {r['frames_per_s']:8.1f} frames/s "
-                  f"{r['vs_torch']:5.2f}x torch, {r['gflops']:5.1f} GFLOP/s "
-                  f"({100 * r['share_of_matmul_ceiling']:.0f} % of the matmul ceiling)",
-                  file=sys.stderr)
-        results[str(n)] = row
+    results, left_out = {}, []
+    interrupted = False
+    try:
+        for n in batches:
+            tokens, z, _ = random_inputs(g, n, n, 1000 + n)
+            w = backends["torch"].style(tokens, z)
+            t = torch.rand(n, dtype=torch.float64) * 600
+            row = results[str(n)] = {}         # filled as measured (kept if interrupted)
+            for name, be in backends.items():
+                if args.budget_s and time.perf_counter() - start > args.budget_s and name != "torch":
+                    left_out.append(f"batch {n} {name}")
+                    continue
+                f = fps(be, w.to(be.device), t, args.seconds, args.repeats)
+                row[name] = {"frames_per_s": f, "gflops": f * 2 * macs / 1e9,
+                             "share_of_matmul_ceiling": f * 2 * macs / 1e9 / peak}
+                if gpu_ceil and be.device.type == "cuda":
+                    row[name]["share_of_roofline"] = f / roofline_fps(macs, g.cfg.resolution, gpu_ceil)
+            for name, r in row.items():
+                r["vs_torch"] = r["frames_per_s"] / row["torch"]["frames_per_s"]
+                print(f"batch {n:4d} {name:18s} {r['frames_per_s']:8.1f} frames/s "
+                      f"{r['vs_torch']:5.2f}x torch, {r['gflops']:5.1f} GFLOP/s "
+                      f"({100 * r['share_of_matmul_ceiling']:.0f} % of the matmul ceiling)",
+                      file=sys.stderr)
+    except KeyboardInterrupt:      # Ctrl-C, or the GPU kit's time box: keep what was measured
+        interrupted = True
+        print("interrupted: writing the batches measured so far", file=sys.stderr)
     path = write_result("backends", {
         "command": "python bench/backends.py " + " ".join(sys.argv[1:]),
         "threads": torch.get_num_threads(), "frame_multiply_adds": macs,
         "matmul_ceiling_gflops": peak, "gpu_ceilings": gpu_ceil, "repeats": args.repeats, "seconds_per_run": args.seconds,
         "backends": {name: be.describe() for name, be in backends.items()},
         "skipped": skipped, "batches": results,
+        **({"budget_s": args.budget_s, "left_out": left_out} if args.budget_s else {}),
+        **({"interrupted": True} if interrupted else {}),
     })
     for be in backends.values():
         be.close()

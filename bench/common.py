@@ -1,4 +1,9 @@
-"""Shared by the benchmarks: the environment record every result carries."""
+"""Shared by the benchmarks: the environment record every result carries.
+
+Two variables, for runs away from a git checkout (the GPU kit, bench/gpu/): ``T2V_RT_RESULTS``
+names the folder results are written to (default bench/results/), ``T2V_RT_COMMIT`` the
+commit recorded (default: ``git rev-parse`` of this checkout).
+"""
 
 from __future__ import annotations
 
@@ -32,12 +37,10 @@ def kernels_from_source() -> None:
     spec.loader.exec_module(module)
 
 
-def environment() -> dict:
-    import av
-    import torch
-
-    from t2v_rt import __version__
-
+def git_commit() -> tuple[str, bool]:
+    """(commit, dirty): ``$T2V_RT_COMMIT`` when set, else this checkout's HEAD."""
+    if os.environ.get("T2V_RT_COMMIT"):
+        return os.environ["T2V_RT_COMMIT"], False
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
@@ -45,7 +48,17 @@ def environment() -> dict:
                                     capture_output=True, text=True,
                                     cwd=Path(__file__).parent).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", False
+        return "unknown", False
+    return commit, dirty
+
+
+def environment() -> dict:
+    import av
+    import torch
+
+    from t2v_rt import __version__
+
+    commit, dirty = git_commit()
     cpu = platform.processor()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
@@ -63,9 +76,10 @@ def environment() -> dict:
 
 
 def write_result(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    folder = Path(os.environ.get("T2V_RT_RESULTS") or RESULTS)
+    folder.mkdir(parents=True, exist_ok=True)
     env = environment()
     kind = "gpu" if env["gpu"] else "cpu"
-    path = RESULTS / f"{name}-{kind}.json"
+    path = folder / f"{name}-{kind}.json"
     path.write_text(json.dumps({"benchmark": name, "environment": env, **payload}, indent=2) + "\n")
     return path

@@ -1,7 +1,7 @@
 """The fused block kernel against cuDNN and torch.compile, block by block, on a CUDA GPU.
 
     python bench/fused_blocks.py [--dtypes fp16,bf16] [--batch 64] [--models bundled,wide128,wide256]
-                            [--no-compile]
+                            [--no-compile] [--compile-mode MODE] [--rep-ms 200] [--budget-s S]
 
 For every upsample -> conv -> epilogue -> activation block of the bundled model (its shapes; the
 weights and inputs are random, as timings do not depend on them) and of two larger
@@ -13,7 +13,7 @@ such): the same op four ways, side by side in one run:
   scale/shift, leaky ReLU (the model's ``UpConvAct`` formulation);
 - ``cudnn_cl``: the same in channels-last;
 - ``compiled``: ``torch.compile(mode="max-autotune-no-cudagraphs")`` of the same function
-  (the CUDA graph comes from the timer, as for the others).
+  (the CUDA graph comes from the timer, as for the others; ``--compile-mode`` picks another).
 
 Each is timed with ``triton.testing.do_bench_cudagraph`` (the op replayed in a CUDA graph:
 GPU time without launch gaps; median). Reported: ms, achieved TFLOP/s counted two ways (the
@@ -23,6 +23,12 @@ and its share of the roofline bound (the larger of compute and memory time at th
 ceilings, measured in the same run: a large matmul in the dtype and a 1 GiB device copy).
 Writes bench/results/fused_blocks-gpu.json with the environment. Needs a CUDA GPU; the kernels'
 correctness is checked on any machine by tests/test_kernels.py.
+
+To fit a time box (the GPU kit, bench/gpu/): ``--rep-ms`` shortens each timing, and
+``--budget-s`` stops starting blocks once a dtype's share of the budget is spent (budget /
+dtypes, what one leaves unused passing on to the next); the blocks left out are listed in the
+result under ``left_out``. Ctrl-C (the kit's signal at its time box) writes the blocks measured
+so far.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -79,18 +86,19 @@ def ceilings(dtype: torch.dtype) -> dict:
     return {"matmul_tflops": 2 * 8192**3 / ms / 1e9, "copy_gbs": 2 * 2**30 / ms_copy / 1e6}
 
 
-def time_ms(fn) -> tuple[float, str]:
+def time_ms(fn, rep: int = 200) -> tuple[float, str]:
     from triton.testing import do_bench, do_bench_cudagraph
 
     fn()
     torch.cuda.synchronize()
     try:
-        return do_bench_cudagraph(fn, rep=200), "cuda graph"
+        return do_bench_cudagraph(fn, rep=rep), "cuda graph"
     except RuntimeError:           # an op that cannot be captured: events around launches
-        return do_bench(fn, warmup=25, rep=200), "events"
+        return do_bench(fn, warmup=25, rep=rep), "events"
 
 
-def bench_block(c, k, h, n, dtype, compile_baseline: bool, ceil: dict) -> dict:
+def bench_block(c, k, h, n, dtype, compile_baseline: bool, ceil: dict,
+                compile_mode: str = "max-autotune-no-cudagraphs", rep: int = 200) -> dict:
     from t2v_rt.kernels import subpixel_weights, upsample_conv_act
     from t2v_rt.kernels.upsample_conv_act import flops
 
@@ -115,7 +123,7 @@ def bench_block(c, k, h, n, dtype, compile_baseline: bool, ceil: dict) -> dict:
     w_cl = weight.contiguous(memory_format=torch.channels_last)
     variants["cudnn_cl"] = lambda: unfused(x_cl, w_cl, *args[2:])
     if compile_baseline:
-        compiled = torch.compile(unfused, mode="max-autotune-no-cudagraphs", dynamic=False)
+        compiled = torch.compile(unfused, mode=compile_mode, dynamic=False)
         variants["compiled"] = lambda: compiled(*args)
 
     want = unfused(*args).float()
@@ -128,7 +136,7 @@ def bench_block(c, k, h, n, dtype, compile_baseline: bool, ceil: dict) -> dict:
     row = {"C": c, "K": k, "H": h, "out": 2 * h, "batch": n, "max_rel_err_vs_cudnn": err,
            "flops_useful": f["useful"], "flops_executed": f["executed"], "min_bytes": traffic}
     for name, fn in variants.items():
-        ms, how = time_ms(fn)
+        ms, how = time_ms(fn, rep)
         row[name] = {"ms": ms, "timer": how, "tflops_useful": f["useful"] / ms / 1e9,
                      "tflops_executed": f["executed"] / ms / 1e9, "gbs": traffic / ms / 1e6}
     fused = row["fused"]["ms"]
@@ -147,6 +155,11 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    ap.add_argument("--compile-mode", default="max-autotune-no-cudagraphs",
+                    help="torch.compile mode of the baseline (default max-autotune-no-cudagraphs)")
+    ap.add_argument("--rep-ms", type=int, default=200, help="milliseconds of each timing")
+    ap.add_argument("--budget-s", type=float, default=0,
+                    help="stop starting blocks once a dtype's share of this is spent (0: no limit)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench/fused_blocks.py: needs a CUDA GPU (the kernels' correctness on this machine: "
@@ -154,23 +167,38 @@ def main(argv=None) -> int:
         return 2
     kernels_from_source()
     results = {"batch": args.batch, "timer": "triton.testing.do_bench_cudagraph, median",
+               "rep_ms": args.rep_ms,
+               "compile_mode": None if args.no_compile else args.compile_mode,
                "ceilings": {}, "rows": []}
-    for dname in args.dtypes.split(","):
-        dtype = DTYPES[dname]
-        ceil = results["ceilings"][dname] = ceilings(dtype)
-        print(f"{dname}: ceilings {ceil['matmul_tflops']:.0f} TFLOP/s, {ceil['copy_gbs']:.0f} GB/s",
-              file=sys.stderr)
-        for mname in args.models.split(","):
-            channels, base, label = MODELS[mname]
-            for c, k, h in blocks(channels, base):
-                row = bench_block(c, k, h, args.batch, dtype, not args.no_compile, ceil)
-                row.update(model=mname, label=label, dtype=dname)
-                results["rows"].append(row)
-                ratios = ", ".join(f"{key[11:]} {v:.2f}x" for key, v in row.items()
-                                   if key.startswith("speedup_vs_"))
-                print(f"{dname} {mname} {c}->{k} {h}->{2 * h}: fused {row['fused']['ms'] * 1e3:.1f} us "
-                      f"({row['fused']['tflops_useful']:.1f} useful TFLOP/s, "
-                      f"{row['fused_share_of_roofline']:.0%} of roofline); {ratios}", file=sys.stderr)
+    dtypes, start = args.dtypes.split(","), time.monotonic()
+    if args.budget_s:
+        results.update(budget_s=args.budget_s, left_out=[])
+    try:
+        for di, dname in enumerate(dtypes):
+            dtype = DTYPES[dname]
+            # cumulative shares: time a dtype leaves unused passes on to the next
+            until = start + args.budget_s * (di + 1) / len(dtypes) if args.budget_s else None
+            ceil = results["ceilings"][dname] = ceilings(dtype)
+            print(f"{dname}: ceilings {ceil['matmul_tflops']:.0f} TFLOP/s, {ceil['copy_gbs']:.0f} GB/s",
+                  file=sys.stderr)
+            for mname in args.models.split(","):
+                channels, base, label = MODELS[mname]
+                for c, k, h in blocks(channels, base):
+                    if until is not None and time.monotonic() > until:
+                        results["left_out"].append(f"{dname} {mname} {c}->{k} {h}->{2 * h}")
+                        continue
+                    row = bench_block(c, k, h, args.batch, dtype, not args.no_compile, ceil,
+                                      args.compile_mode, args.rep_ms)
+                    row.update(model=mname, label=label, dtype=dname)
+                    results["rows"].append(row)
+                    ratios = ", ".join(f"{key[11:]} {v:.2f}x" for key, v in row.items()
+                                       if key.startswith("speedup_vs_"))
+                    print(f"{dname} {mname} {c}->{k} {h}->{2 * h}: fused {row['fused']['ms'] * 1e3:.1f} us "
+                          f"({row['fused']['tflops_useful']:.1f} useful TFLOP/s, "
+                          f"{row['fused_share_of_roofline']:.0%} of roofline); {ratios}", file=sys.stderr)
+    except KeyboardInterrupt:      # Ctrl-C, or the GPU kit's time box: keep what was measured
+        results["interrupted"] = True
+        print("interrupted: writing the blocks measured so far", file=sys.stderr)
     path = write_result("fused_blocks", results)
     print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -201,6 +201,7 @@ def test_nv12_reference_matches_swscale_bt709():
     assert np.abs(ours[h:].astype(int) - theirs[h:].astype(int)).max() <= 3          # UV
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="the CUDA conversion kernel needs a GPU (its arithmetic is "
                                     "checked on the CPU through the reference above)")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -215,6 +216,7 @@ def test_nv12_cuda_kernel_matches_reference(dtype):
         assert (got.int() - want.int()).abs().max() <= 1
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not (GPU and nvenc_status()[0]), reason="NVENC end to end needs a GPU with NVENC")
 def test_nvenc_end_to_end():
     sink = open_sink("nvenc", buf := io.BytesIO(), "mpegts", Fraction(30), 128, on_cuda=True)
