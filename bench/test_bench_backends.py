@@ -7,7 +7,6 @@ writes the frames/s, the ratios to eager PyTorch and the share of the compute ce
 """
 
 import pytest
-import torch
 
 from t2v_rt.backends import create_backend
 from t2v_rt.compile.export import random_inputs
@@ -25,9 +24,8 @@ def backends():
 @pytest.mark.parametrize("batch", [1, 16])
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_frames(benchmark, backends, backend, batch):
-    tokens, z, _ = random_inputs(load_generator(), batch, batch, 1000 + batch)
+    x = random_inputs(load_generator(), batch, batch, 1000 + batch)
     be = backends[backend]
-    w = be.style(tokens, z)
-    t = torch.rand(batch, dtype=torch.float64) * 600
+    w = be.style(x["tokens"], x["z"])
     benchmark.extra_info["frames"] = batch
-    benchmark(be.frames, w, t)
+    benchmark(be.frames, w, x["features"])

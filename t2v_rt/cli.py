@@ -196,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: the model's folder in the cache, "
                         "$T2V_RT_CACHE or ~/.cache/t2v-rt)")
+    p.add_argument("--force", action="store_true",
+                   help="export again even the graphs already valid in the folder")
 
     p = sub.add_parser("build-engine", help="build TensorRT engines of the generator",
                        description="Export the generator to ONNX (checked), then build TensorRT "
@@ -457,7 +459,7 @@ def cmd_export_onnx(args) -> int:
     out = args.out or model_folder(weights)
     precisions = PRECISIONS if args.precision == "all" else (args.precision,)
     log(f"exporting {weights} ({', '.join(precisions)}) to {out}")
-    print(export_to_folder(weights, out, precisions, log=log))
+    print(export_to_folder(weights, out, precisions, log=log, force=args.force))
     return 0
 
 

@@ -522,9 +522,10 @@ class Kit:
             return [py, bench, "--compile-mode", "default", "--rep-ms", "50", "--budget-s", str(spare)]
         if step.name == "backends":
             if d:
-                return [py, bench, "--batches", "1", "--repeats", "1", "--seconds", "0.2"]
-            return [py, bench, "--repeats", "2", "--seconds", "0.5", "--skip", "torch-compile-fp16",
-                    "--budget-s", str(spare)]
+                return [py, bench, "--models", "bundled", "--batches", "1", "--repeats", "1",
+                        "--seconds", "0.2"]
+            return [py, bench, "--models", "bundled,stylegan-v", "--repeats", "2", "--seconds", "0.5",
+                    "--skip", "torch-compile-fp16", "--budget-s", str(spare)]
         if step.name == "encoders":
             return [py, bench, "--frames", "16" if d else "96", "--batch", "8" if d else "16"]
         if step.name == "train_speed":

@@ -185,7 +185,8 @@ def ort_session(path: Path, threads: int = 0, providers: list[str] | None = None
 
 
 def export_model(g, out: Path, precisions: tuple[str, ...] = PRECISIONS, log=None,
-                 check_seed: int | None = None) -> list[Export]:
+                 check_seed: int | None = None,
+                 skip: set[tuple[str, str]] = frozenset()) -> list[Export]:
     """Write ``style.onnx`` (float32), ``frames-<precision>.onnx`` for each precision and, for
     a recurrent generator, ``init.onnx`` and ``step.onnx`` (float32) into ``out``; check each
     with ``onnx.checker`` and strict shape inference, then compare it with PyTorch fp32
@@ -219,6 +220,8 @@ def export_model(g, out: Path, precisions: tuple[str, ...] = PRECISIONS, log=Non
                      {"w": x["w_frames"].numpy(), "state": x["state"].numpy()}, step_out))
     results = []
     for name, precision, module, example, feed, want in jobs:
+        if (name, precision) in skip:       # valid in the cache already
+            continue
         path = graph_path(out, name, precision)
         start = time.time()
         _export(module, example, IO[name], path)
@@ -310,21 +313,25 @@ def cached_exports(folder: Path, model_sha256: str) -> dict[tuple[str, str], Pat
 
 
 def export_to_folder(weights: Path, folder: Path, precisions: tuple[str, ...],
-                     log=None, g=None) -> Path:
+                     log=None, g=None, force: bool = False) -> Path:
     """Export the model at ``weights`` (``g``, when already loaded) into ``folder`` (checked,
-    see :func:`export_model`) and write the manifest, keeping the still-valid graphs of other
-    precisions; returns the manifest's path."""
+    see :func:`export_model`) and write the manifest; graphs already valid in ``folder`` are
+    kept, not exported again, unless ``force``. Returns the manifest's path."""
     from t2v_rt.compile.cache import model_digest
     from t2v_rt.generators.io import load_generator
 
     g = g if g is not None else load_generator(weights)
     digest = model_digest(weights)
     have = cached_exports(folder, digest)
-    exports = export_model(g, folder, precisions, log=log)
+    keep = set() if force else set(have)
+    exports = export_model(g, folder, precisions, log=log, skip=keep)
     done = {(e.graph, e.precision) for e in exports}
     old = _read_manifest(folder)["graphs"] if have else []
     kept = [e for e in old if isinstance(e, dict)
             and (e.get("graph"), e.get("precision")) in have.keys() - done]
+    if log and keep & {(n, p if n == "frames" else "fp32") for n in graph_names(g.config.FORM)
+                       for p in precisions}:
+        log(f"kept the graphs already valid in {folder} ('--force' exports them again)")
     return write_manifest(folder, digest, g.config.ARCH, exports, kept)
 
 
