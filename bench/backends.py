@@ -75,7 +75,7 @@ def matmul_gflops(seconds: float = 2.0, n: int = 2048) -> float:
 
 def fps(backend, w: torch.Tensor, t: torch.Tensor, seconds: float, repeats: int) -> float:
     """Median frames/s of ``backend.frames(w, t)`` (``t``: the frames' features)."""
-    cuda = backend.device.type == "cuda"
+    cuda = backend.on_cuda
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     backend.frames(w, t)                               # warm-up (and CUDA graph capture)
     runs = []
@@ -200,7 +200,7 @@ def bench_model(name: str, weights: Path, batches: list[int], args, peak: float,
                 f = fps(be, w.to(be.device), feats.to(be.device), args.seconds, args.repeats)
                 row[b] = {"frames_per_s": f, "gflops": f * 2 * macs / 1e9,
                           "share_of_matmul_ceiling": f * 2 * macs / 1e9 / peak}
-                if gpu_ceil and be.device.type == "cuda":
+                if gpu_ceil and be.on_cuda:
                     row[b]["share_of_roofline"] = f / roofline_fps(macs, cfg.resolution, gpu_ceil)
             for b, r in row.items():
                 r["vs_torch"] = r["frames_per_s"] / row["torch"]["frames_per_s"]

@@ -41,7 +41,7 @@ def bench_encoder(name: str, video, frames: int, batch: int, size: int) -> dict:
     from t2v_rt.encode.encoders import open_sink
     from t2v_rt.pipeline import frame_times
 
-    cuda = video.backend.device.type == "cuda"
+    cuda = video.backend.on_cuda
     sink = open_sink(name, io.BytesIO(), FORMAT[name], Fraction(30), size, on_cuda=cuda)
     stages = {"generation": 0.0, "conversion": 0.0, "encoding_and_muxing": 0.0}
     start = time.perf_counter()
@@ -104,7 +104,7 @@ def main() -> int:
 
     backend = create_backend("auto", log=lambda m: print(m, file=sys.stderr))
     video = Video(backend, "a large red circle moving left and right slowly", 0)
-    cuda = backend.device.type == "cuda"
+    cuda = backend.on_cuda
     results, skipped = {}, {}
     for name in ENCODERS:
         why = encoder_problem(name, FORMAT[name], cuda)

@@ -46,11 +46,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "strip.png")
     args = ap.parse_args()
     backend = TorchBackend(args.model, "cpu")
-    times = frame_times(0, 8, __import__("fractions").Fraction(4))
+    times = torch.from_numpy(frame_times(0, 8, __import__("fractions").Fraction(4)))
     rows = []
     for seed, prompt in enumerate(PROMPTS):
         v = Video(backend, prompt, seed)
-        made = (v.frames_at(times) + 1) / 2
+        made = (torch.as_tensor(v.frames_at(times)) + 1) / 2
         truth = render(Scene.complete(v.prompt.attributes, latent_from_seed(seed)), times, 64)
         gap = torch.ones(3, 64, 2)
         rows += [torch.cat([torch.cat([f, gap], -1) for f in made], -1),

@@ -278,7 +278,7 @@ def cmd_stream(args) -> int:
     video = Video(backend, args.prompt, args.seed)
     out = FdWriter(sys.stdout.fileno())
     sink = open_sink(args.encoder, out, args.format, args.fps, args.size, _encoder_options(args),
-                     on_cuda=backend.device.type == "cuda", log=log)
+                     on_cuda=backend.on_cuda, log=log)
     log(f"streaming '{args.prompt}' | {backend.describe()} | {sink.describe()} | "
         f"{args.size}x{args.size} @ {float(args.fps):g} fps | {args.format} | "
         f"{'forever (Ctrl-C to stop)' if frames is None else f'{frames} frames'}")
@@ -288,6 +288,7 @@ def cmd_stream(args) -> int:
     finally:
         _StopRequest.streaming = False
     sink.close()
+    backend.close()
     log(f"{'stopped' if _StopRequest.requested else 'done'}: {n} frames, "
         f"{out.bytes_written} bytes")
     return 0
@@ -330,7 +331,7 @@ def cmd_generate(args) -> int:
     opts = StreamOptions(fps=args.fps, size=args.size, frames=frames,
                          realtime=False)
     backend = create_backend(args.backend, args.model, log=log)
-    on_cuda = backend.device.type == "cuda"
+    on_cuda = backend.on_cuda
     encoder = choose_encoder(args.encoder, fmt, on_cuda, log, args.codec)   # before any file is made
     video = Video(backend, args.prompt, args.seed)
     described = []
@@ -349,9 +350,16 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _needs(module: str, what: str) -> None:
+    from t2v_rt.extras import require
+
+    require(module, what)
+
+
 def cmd_train(args) -> int:
     import json
 
+    _needs("torch", "'t2v-rt train'")
     from t2v_rt.models.shapes.train import TrainConfig, train
 
     cfg = TrainConfig()
@@ -398,6 +406,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    _needs("torch", "'t2v-rt eval' (the contract renderer and the attribute readers)")
     from t2v_rt.models.shapes.evaluate import (
         contract_samples,
         evaluate,
@@ -450,6 +459,8 @@ def _check_out_folder(out: Path | None) -> None:
 
 
 def cmd_export_onnx(args) -> int:
+    _needs("torch", "'t2v-rt export-onnx'")
+    _needs("onnx", "'t2v-rt export-onnx'")
     from t2v_rt.compile.cache import model_folder
     from t2v_rt.compile.export import PRECISIONS, export_to_folder
     from t2v_rt.generators.io import require_weights
@@ -464,6 +475,7 @@ def cmd_export_onnx(args) -> int:
 
 
 def cmd_build_engine(args) -> int:
+    _needs("tensorrt_rtx", "'t2v-rt build-engine'")
     from t2v_rt.compile.engine import Profile, build_engines
     from t2v_rt.generators.io import require_weights
 
@@ -506,6 +518,7 @@ def cmd_init_model(args) -> int:
     _check_writable(parent)
     overrides = parse_set(args.set)
     config = init_config(args.arch, args.preset, overrides)   # validated and bounded first
+    _needs("torch", "'t2v-rt init-model'")
     from t2v_rt.generators.io import init_generator, save_generator
 
     g = init_generator(args.arch, args.preset, overrides, seed=args.seed)
@@ -592,4 +605,12 @@ def entry() -> None:
     # the parent started us with SIGINT ignored, as shells do for background jobs.
     signal.signal(signal.SIGINT, _StopRequest.handler)
     signal.signal(signal.SIGTERM, _StopRequest.handler)
-    sys.exit(main())
+    code = main()
+    # Exit as soon as the stream is flushed: skip the interpreter's teardown (garbage
+    # collection of the model, thread pools), seconds after 'done:' on a 2-core machine.
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

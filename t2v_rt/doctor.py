@@ -79,27 +79,36 @@ def _triton(cuda: bool) -> str:
 
 
 def report(model=None) -> str:
-    import torch
-
     from t2v_rt import __version__
     from t2v_rt.backends import BACKENDS, auto_choice, probe
+    from t2v_rt.extras import cuda_available, have
     from t2v_rt.generators.io import bundled_path
 
-    cuda = torch.cuda.is_available()
+    cuda = cuda_available()
     lines = [
         f"t2v-rt      {__version__}",
         f"python      {sys.version.split()[0]} ({platform.platform()})",
-        f"torch       {torch.__version__} (CUDA build: {torch.version.cuda or 'no'})",
-        f"cpu         {_cpu_name()}, {os.cpu_count()} logical cores, "
-        f"torch threads {torch.get_num_threads()}",
     ]
+    if have("torch"):
+        import torch
+
+        lines += [f"torch       {torch.__version__} (CUDA build: {torch.version.cuda or 'no'})",
+                  f"cpu         {_cpu_name()}, {os.cpu_count()} logical cores, "
+                  f"torch threads {torch.get_num_threads()}"]
+    else:
+        lines += ["torch       not installed: the CPU runtime (onnxruntime) streams without it; "
+                  "train, export-onnx, eval, init-model and the torch backend need "
+                  "pip install 't2v-rt[torch]'",
+                  f"cpu         {_cpu_name()}, {os.cpu_count()} logical cores"]
     if cuda:
+        import torch
+
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
             lines.append(f"gpu {i}       {p.name}, compute capability {p.major}.{p.minor}, "
                          f"{p.total_memory / 2**30:.0f} GiB")
     else:
-        lines.append("gpu         none visible to PyTorch (CUDA unavailable)")
+        lines.append("gpu         none (no CUDA GPU visible)")
     lines += [
         "accelerations:",
         f"  CUDA        {'yes' if cuda else 'no'}",

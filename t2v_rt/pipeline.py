@@ -8,10 +8,24 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-import torch
 
-from t2v_rt.backends.base import Backend
+from t2v_rt.backends.base import Backend, is_torch
 from t2v_rt.errors import UsageError
+
+
+def _rows(w, n: int):
+    """Style ``w`` [1, S] as ``n`` rows (a view where the array type allows)."""
+    if is_torch(w):
+        return w.expand(n, -1)
+    return np.broadcast_to(w, (n, w.shape[1]))
+
+
+def _cat(parts: list):
+    if parts and is_torch(parts[0]):
+        import torch
+
+        return torch.cat(parts)
+    return np.concatenate(parts)
 
 
 @dataclass(frozen=True)
@@ -40,21 +54,21 @@ class Video:
         self.backend = backend
         cfg = self.config = backend.config
         self.prompt = prompt
-        tokens = torch.from_numpy(cfg.front_end().encode([prompt]))
-        z = cfg.latent(seed).unsqueeze(0)
+        tokens = cfg.front_end().encode([prompt])                  # numpy [1, L]
+        z = np.asarray(cfg.latent(seed), dtype=np.float32)[None]     # [1, Z]
         self.w = backend.style(tokens, z)   # [1, S]
         self.recurrent = cfg.FORM == "recurrent"
         if self.recurrent:
             self._state = backend.initial_state(self.w)     # before step 0
             self._next = 0                                  # the step the state produces next
-            self._last: torch.Tensor | None = None          # features of step _next - 1
+            self._last = None                               # features of step _next - 1
 
-    def steps_at(self, t: torch.Tensor) -> torch.Tensor:
+    def steps_at(self, t) -> np.ndarray:
         """Recurrent generators: the step each time shows, [N] int64."""
         rate = float(self.config.native_fps)
-        return torch.floor(t.to(torch.float64) * rate + 1e-6).to(torch.int64)
+        return np.floor(np.asarray(t, dtype=np.float64) * rate + 1e-6).astype(np.int64)
 
-    def features_at(self, t: torch.Tensor) -> torch.Tensor:
+    def features_at(self, t):
         """t [N] float64 seconds -> the frames' features [N, F] (on the backend's device for a
         recurrent generator, on the host for a continuous one)."""
         if not self.recurrent:
@@ -69,20 +83,20 @@ class Video:
                 self._last, self._state = self.backend.step(self.w, self._state)
                 self._next += 1
             out.append(self._last)
-        return torch.cat(out) if out else torch.empty(0, self.config.feature_dim)
+        return _cat(out) if out else np.empty((0, self.config.feature_dim), np.float32)
 
-    def frames_at(self, t: torch.Tensor) -> torch.Tensor:
-        """t [N] float64 seconds -> [N, 3, R, R] in [-1, 1]."""
-        return self.backend.frames(self.w.expand(len(t), -1), self.features_at(t))
+    def frames_at(self, t):
+        """t [N] float64 seconds -> [N, 3, R, R] in [-1, 1] (the backend's array type)."""
+        return self.backend.frames(_rows(self.w, len(t)), self.features_at(t))
 
-    def display_at(self, t: torch.Tensor) -> np.ndarray:
+    def display_at(self, t) -> np.ndarray:
         """t [N] float64 seconds -> uint8 RGB [N, R, R, 3], as the encoder takes them."""
-        return self.backend.display(self.w.expand(len(t), -1), self.features_at(t))
+        return self.backend.display(_rows(self.w, len(t)), self.features_at(t))
 
 
-def frame_times(start: int, count: int, fps: Fraction) -> torch.Tensor:
+def frame_times(start: int, count: int, fps: Fraction) -> np.ndarray:
     """Exact times of frames start..start+count-1, float64 seconds."""
-    idx = torch.arange(start, start + count, dtype=torch.float64)
+    idx = np.arange(start, start + count, dtype=np.float64)
     return idx * fps.denominator / fps.numerator
 
 
@@ -151,7 +165,9 @@ def _run_overlapped(video: Video, sink, opts: StreamOptions, stop, rest: int) ->
     import queue
     import threading
 
-    cuda = video.backend.device.type == "cuda"
+    import torch
+
+    cuda = video.backend.on_cuda
     gen_stream = torch.cuda.Stream() if cuda else None
     enc_stream = torch.cuda.Stream() if cuda else None
     pending: queue.Queue = queue.Queue(maxsize=1)

@@ -93,7 +93,7 @@ def test_both_register():
                            ("stylegan-v", StyleganVGenerator, StyleganVConfig)]:
         arch = registry.get(name)
         assert isinstance(arch, registry.Architecture)
-        assert arch.name == name and arch.generator is gen and arch.config_class is cfg
+        assert arch.name == name and arch.generator_class is gen and arch.config_class is cfg
         assert cfg.ARCH == name
         assert {"tiny", "default"} <= set(arch.presets)
     assert MocoganConfig.FORM == "recurrent" and StyleganVConfig.FORM == "continuous"
@@ -116,8 +116,8 @@ def test_tiny_shapes_and_range(name):
             assert f.shape == (b, cfg.feature_dim) and state2.shape == state.shape
             assert cfg.native_fps == Fraction(15) and cfg.default_fps == Fraction(15)
         else:
-            f = cfg.time_features(times(g, b))
-            assert f.shape == (b, cfg.feature_dim) and f.dtype == torch.float32
+            f = cfg.time_features(times(g, b))        # numpy: the runtime streams torch-free
+            assert f.shape == (b, cfg.feature_dim) and f.dtype == np.float32
             assert cfg.state_dim == 0 and cfg.native_fps is None
         wn = w.repeat_interleave(n, dim=0)
         feats = torch.randn(b * n, cfg.feature_dim)
@@ -234,7 +234,7 @@ def test_default_shape_plan(name):
     plan = shape_plan(cfg)
     assert time.perf_counter() - t0 < 2.0
     with torch.device("meta"):
-        g = registry.get(name).generator(cfg)
+        g = registry.get(name).generator_class(cfg)
     learned = sum(p.numel() for p in g.parameters())
     count = mocogan_params if name == "mocogan" else stylegan_params
     assert learned == count(cfg) == EXPECTED_PARAMS[name][0]
@@ -337,14 +337,14 @@ def test_stylegan_time_features_exact_at_ten_hours():
     assert cfg.periods == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
     assert all((36000.0 / p).is_integer() for p in cfg.periods)
     t = torch.rand(64, dtype=torch.float64) * 100
-    f = cfg.time_features(t)
+    f = torch.as_tensor(cfg.time_features(t))
     assert f.shape == (64, 16) and f.dtype == torch.float32
-    torch.testing.assert_close(cfg.time_features(t + 36000.0), f, rtol=0, atol=1e-6)
+    torch.testing.assert_close(torch.as_tensor(cfg.time_features(t + 36000.0)), f, rtol=0, atol=1e-6)
     # t = 600 s + x against the phase computed by hand in float64
     ts = [600.0 + x for x in np.random.default_rng(5).uniform(0, 1, 8)]
     hand = [[math.cos(2 * math.pi * math.fmod(s, p) / p) for p in cfg.periods]
             + [math.sin(2 * math.pi * math.fmod(s, p) / p) for p in cfg.periods] for s in ts]
-    torch.testing.assert_close(cfg.time_features(ts), torch.tensor(hand, dtype=torch.float32),
+    torch.testing.assert_close(torch.as_tensor(cfg.time_features(ts)), torch.tensor(hand, dtype=torch.float32),
                                rtol=0, atol=1e-6)
     # other period counts: geometric, from min to max
     p = StyleganVConfig(time_periods=5, min_period=0.5, max_period=40.0).periods
@@ -497,6 +497,6 @@ def test_onnx_export_matches_pytorch(name, tmp_path):
         _onnx_matches(StepGraph(g), ["w", "state"], (w[:2], state[:2]), (w, state),
                       tmp_path / "step.onnx")
     else:
-        feats = cfg.time_features(times(g, 5))
+        feats = torch.as_tensor(cfg.time_features(times(g, 5)))
     _onnx_matches(SynthesizeGraph(g), ["w", "features"], (w[:2], feats[:2]),
                   (w, feats), tmp_path / "synthesize.onnx")

@@ -74,7 +74,7 @@ def _video_frames(backend, prompt, times_chunks):
     from t2v_rt.pipeline import Video
 
     video = Video(backend, prompt, seed=5)
-    return torch.cat([video.frames_at(t) for t in times_chunks])
+    return torch.cat([torch.as_tensor(video.frames_at(t)) for t in times_chunks])
 
 
 @pytest.mark.parametrize("backend_name", ["torch", "onnxruntime"])
@@ -102,8 +102,8 @@ def test_recurrent_output_rate_maps_onto_native_steps(tiny):
 
     backend = create_backend("torch", tiny["mocogan"])
     fps = read_config(tiny["mocogan"]).native_fps
-    native = Video(backend, PROMPTS["mocogan"], 1).frames_at(frame_times(0, 4, fps))
-    double = Video(backend, PROMPTS["mocogan"], 1).frames_at(frame_times(0, 8, fps * 2))
+    native = torch.as_tensor(Video(backend, PROMPTS["mocogan"], 1).frames_at(frame_times(0, 4, fps)))
+    double = torch.as_tensor(Video(backend, PROMPTS["mocogan"], 1).frames_at(frame_times(0, 8, fps * 2)))
     torch.testing.assert_close(double[0::2], native)
     torch.testing.assert_close(double[1::2], native)
 

@@ -20,10 +20,10 @@ def auto_order() -> tuple[str, ...]:
     fused Triton kernels, then PyTorch, then ONNX Runtime. On the CPU (where Triton runs
     only under its interpreter, seconds per frame, never chosen by ``auto``):
     ONNX Runtime, measured 2 to 3x faster than eager PyTorch on the bundled model
-    (``bench/backends.py``), then PyTorch."""
-    import torch
+    (``bench/backends.py``), then PyTorch. PyTorch is imported only where a GPU could be."""
+    from t2v_rt.extras import cuda_available
 
-    if torch.cuda.is_available():
+    if cuda_available():
         return ("tensorrt", "triton", "torch", "onnxruntime")
     return ("onnxruntime", "torch")
 
@@ -31,17 +31,19 @@ def auto_order() -> tuple[str, ...]:
 def probe(name: str, model: str | Path | None = None) -> tuple[bool, str]:
     """Whether backend ``name`` can run the model at ``model`` (None: the bundled one) on this
     machine, and why (not)."""
+    from t2v_rt.extras import have
+
+    if name in ("torch", "triton", "tensorrt") and not have("torch"):
+        return False, ("PyTorch is not installed (the CPU runtime runs without it): "
+                       f"pip install 't2v-rt[{'torch' if name == 'torch' else 'gpu'}]'")
     if name == "torch":
         import torch
 
         where = f"CUDA ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else "CPU"
         return True, f"PyTorch {torch.__version__} eager on {where}"
     if name == "onnxruntime":
-        import importlib.util
-
-        missing = [m for m in ("onnxruntime", "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
-        if missing:
-            return False, f"{', '.join(missing)} not installed (pip install {' '.join(missing)})"
+        if not have("onnxruntime"):
+            return False, "onnxruntime is not installed: pip install onnxruntime"
         import onnxruntime as ort
 
         where = "CUDA" if "CUDAExecutionProvider" in ort.get_available_providers() else "CPU"

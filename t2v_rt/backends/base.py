@@ -1,24 +1,47 @@
-"""The backend interface: a compiled or eager generator that turns (style, times) into frames."""
+"""The backend interface: a compiled or eager generator that turns (style, features) into frames.
+
+Arrays cross it as numpy arrays on a host backend (``onnxruntime``: no PyTorch needed) and as
+torch tensors on the PyTorch and CUDA backends; every backend accepts either on input
+(:func:`as_numpy`, ``torch.as_tensor``).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
+
+Array = Any   # numpy.ndarray or torch.Tensor
 
 import numpy as np
-import torch
 
 from t2v_rt.generators.config import GeneratorConfig
 
 
-def to_display(frames: torch.Tensor) -> np.ndarray:
-    """frames [N, 3, R, R] float in [-1, 1] -> [N, R, R, 3] uint8 RGB.
+def is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def as_numpy(x, dtype=np.float32) -> np.ndarray:
+    """A numpy array of ``x`` (numpy, list, or a torch tensor on any device) in ``dtype``."""
+    if is_torch(x):
+        x = x.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(x, dtype=dtype))
+
+
+def to_display(frames) -> np.ndarray:
+    """frames [N, 3, R, R] float in [-1, 1] (numpy or torch) -> [N, R, R, 3] uint8 RGB.
 
     Scaling to the output size happens in the sink (swscale, with the colour conversion:
     5x faster than a float upscale in torch first, 13 ms vs 60-100 ms for 16 frames to 256 x 256
     on one core of the 2-core CPU machine).
     """
-    x = ((frames + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    if is_torch(frames):
+        import torch
+
+        x = ((frames + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+        return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    x = np.clip(np.rint((np.asarray(frames, dtype=np.float32) + 1) * 127.5), 0, 255)
+    return np.ascontiguousarray(x.astype(np.uint8).transpose(0, 2, 3, 1))
 
 
 class Backend(ABC):
@@ -33,30 +56,35 @@ class Backend(ABC):
     """
 
     name: str
-    device: torch.device
+    device: Any                  # torch.device, or "cpu" for a host backend
     config: GeneratorConfig      # the model's validated config (architecture, form, sizes)
 
     @property
     def resolution(self) -> int:
         return self.config.resolution
 
+    @property
+    def on_cuda(self) -> bool:
+        """Frames come out on a CUDA GPU (the GPU encoders can take them there)."""
+        return getattr(self.device, "type", self.device) == "cuda"
+
     @abstractmethod
-    def style(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def style(self, tokens: Array, z: Array) -> Array:
         """tokens [B, L] int64, z [B, Z] float32 -> per-video style w [B, S] on ``device``."""
 
     @abstractmethod
-    def frames(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    def frames(self, w: Array, features: Array) -> Array:
         """w [N, S], features [N, F] -> frames [N, 3, R, R] float32 in [-1, 1]."""
 
-    def initial_state(self, w: torch.Tensor) -> torch.Tensor:
+    def initial_state(self, w: Array) -> Array:
         """Recurrent generators: w [B, S] -> state [B, D] on ``device``."""
         raise NotImplementedError(f"the {self.config.ARCH} generator is not recurrent")
 
-    def step(self, w: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, w: Array, state: Array) -> tuple[Array, Array]:
         """Recurrent generators: w [B, S], state [B, D] -> (features [B, F], next state)."""
         raise NotImplementedError(f"the {self.config.ARCH} generator is not recurrent")
 
-    def display(self, w: torch.Tensor, features: torch.Tensor) -> np.ndarray:
+    def display(self, w: Array, features: Array) -> np.ndarray:
         """As :meth:`frames`, as the encoder takes them: uint8 RGB [N, R, R, 3] on the host.
         Backends that can fuse the conversion into their last op override this."""
         return to_display(self.frames(w, features))

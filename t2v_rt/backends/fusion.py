@@ -544,7 +544,7 @@ def sample_inputs(g, n: int, seed: int, device=None) -> tuple[torch.Tensor, torc
         w = g.style(tokens, z).float()
         if cfg.FORM == "continuous":
             t = torch.rand(n, generator=gen, dtype=torch.float64) * 1000
-            features = cfg.time_features(t).to(device, torch.float32)
+            features = torch.as_tensor(cfg.time_features(t), dtype=torch.float32, device=device)
         else:
             state = g.initial_state(w)
             features = None

@@ -1,18 +1,19 @@
-"""The ``onnxruntime`` backend: the exported ONNX graphs (``t2v_rt.compile.export``) through
-ONNX Runtime; CPU, or CUDA when onnxruntime-gpu provides it. The graphs come from the cache,
-exported and checked against PyTorch on first use of a model. Any architecture: a recurrent
-generator's ``init`` and ``step`` graphs carry its state between batches."""
+"""The ``onnxruntime`` backend: the exported ONNX graphs (``t2v_rt.compile.graphs``) through
+ONNX Runtime; CPU, or CUDA when onnxruntime-gpu provides it. numpy in, numpy out: this path
+needs no PyTorch. The graphs come shipped beside the weights (the bundled model) or from the
+cache, exported and checked against PyTorch on first use of any other model. Any
+architecture: a recurrent generator's ``init`` and ``step`` graphs carry its state between
+batches."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from t2v_rt.backends.base import Backend
+from t2v_rt.backends.base import Backend, as_numpy
 from t2v_rt.compile.cache import model_folder
-from t2v_rt.compile.export import ensure_exported, ort_session
+from t2v_rt.compile.graphs import ensure_exported, ort_session
 from t2v_rt.generators.io import read_config, require_weights
 
 
@@ -21,10 +22,6 @@ def providers() -> list[str]:
 
     have = ort.get_available_providers()
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in have]
-
-
-def _np(x: torch.Tensor, dtype=np.float32) -> np.ndarray:
-    return x.detach().cpu().numpy().astype(dtype, copy=False)
 
 
 class OnnxRuntimeBackend(Backend):
@@ -39,29 +36,27 @@ class OnnxRuntimeBackend(Backend):
         self.providers = providers()
         self._sessions = {name: ort_session(path, threads, self.providers)
                           for name, path in graphs.items()}
-        self.device = torch.device("cpu")     # inputs and outputs are host tensors
+        self.device = "cpu"     # inputs and outputs are host arrays
 
     def _run(self, graph: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._sessions[graph].run(None, feed)
 
-    def style(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        out = self._run("style", {"tokens": _np(tokens, np.int64), "z": _np(z)})
-        return torch.from_numpy(out[0])
+    def style(self, tokens, z) -> np.ndarray:
+        return self._run("style", {"tokens": as_numpy(tokens, np.int64), "z": as_numpy(z)})[0]
 
-    def frames(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        out = self._run("frames", {"w": _np(w), "features": _np(features)})
-        return torch.from_numpy(out[0])
+    def frames(self, w, features) -> np.ndarray:
+        return self._run("frames", {"w": as_numpy(w), "features": as_numpy(features)})[0]
 
-    def initial_state(self, w: torch.Tensor) -> torch.Tensor:
+    def initial_state(self, w) -> np.ndarray:
         if "init" not in self._sessions:
             return super().initial_state(w)
-        return torch.from_numpy(self._run("init", {"w": _np(w)})[0])
+        return self._run("init", {"w": as_numpy(w)})[0]
 
-    def step(self, w: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, w, state) -> tuple[np.ndarray, np.ndarray]:
         if "step" not in self._sessions:
             return super().step(w, state)
-        features, state = self._run("step", {"w": _np(w), "state": _np(state)})
-        return torch.from_numpy(features), torch.from_numpy(state)
+        features, state = self._run("step", {"w": as_numpy(w), "state": as_numpy(state)})
+        return features, state
 
     def describe(self) -> str:
         where = "CUDA" if self.providers[0].startswith("CUDA") else "CPU"

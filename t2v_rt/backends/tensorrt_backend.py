@@ -42,7 +42,7 @@ from t2v_rt.compile.engine import (
     tensorrt_module,
     validity_problem,
 )
-from t2v_rt.compile.export import IO, graph_names
+from t2v_rt.compile.graphs import IO, graph_names
 from t2v_rt.errors import RuntimeUnavailable
 from t2v_rt.files import atomic_write
 from t2v_rt.generators.io import read_config, require_weights
@@ -197,6 +197,7 @@ class _Engine:
     def feed(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """``x`` checked against the engine's input ``name``, on the GPU in its dtype."""
         want = self.shapes[name][1:]
+        x = torch.as_tensor(x)
         if x.dim() != len(want) + 1 or tuple(x.shape[1:]) != want:
             raise ValueError(f"{self.label} engine: input '{name}' must be [N, "
                              f"{', '.join(map(str, want))}], got {list(x.shape)}")
@@ -352,6 +353,7 @@ class TensorRTBackend(Backend):
 
     def frames(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         e = self._frames
+        w, features = torch.as_tensor(w), torch.as_tensor(features)
         if features.dim() != 2 or len(w) != len(features):
             raise ValueError(f"frames: w [N, S] and features [N, F] needed, got {list(w.shape)} "
                              f"and {list(features.shape)}")

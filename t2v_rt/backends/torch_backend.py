@@ -33,24 +33,28 @@ class TorchBackend(Backend):
         if compile:
             self._synthesize = torch.compile(self.generator.synthesize, mode="max-autotune")
 
-    @torch.inference_mode()
-    def style(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.generator.style(tokens.to(self.device), z.to(self.device))
+    def _in(self, x, dtype=torch.float32) -> torch.Tensor:
+        """numpy or torch input -> a tensor on this backend's device."""
+        return torch.as_tensor(x, dtype=dtype, device=self.device)
 
     @torch.inference_mode()
-    def frames(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    def style(self, tokens, z) -> torch.Tensor:
+        return self.generator.style(self._in(tokens, torch.long), self._in(z))
+
+    @torch.inference_mode()
+    def frames(self, w, features) -> torch.Tensor:
         with torch.autocast(self.device.type, self.dtype, enabled=self.precision != "fp32"):
-            frames = self._synthesize(w.to(self.device), features.to(self.device))
+            frames = self._synthesize(self._in(w), self._in(features))
         # a compiled step's output lives in its CUDA graph's pool until the next call
         return frames.float().clone() if self.compiled else frames.float()
 
     @torch.inference_mode()
-    def initial_state(self, w: torch.Tensor) -> torch.Tensor:
-        return self.generator.initial_state(w.to(self.device))
+    def initial_state(self, w) -> torch.Tensor:
+        return self.generator.initial_state(self._in(w))
 
     @torch.inference_mode()
-    def step(self, w: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.generator.step(w.to(self.device), state.to(self.device))
+    def step(self, w, state) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.generator.step(self._in(w), self._in(state))
 
     def describe(self) -> str:
         how = "torch.compile max-autotune" if self.compiled else "eager"

@@ -95,15 +95,17 @@ class TritonBackend(Backend):
 
     @torch.inference_mode()
     def style(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.generator.style(tokens.to(self.device), z.to(self.device))
+        return self.generator.style(torch.as_tensor(tokens, dtype=torch.long, device=self.device),
+                                    torch.as_tensor(z, dtype=torch.float32, device=self.device))
 
     @torch.inference_mode()
     def initial_state(self, w: torch.Tensor) -> torch.Tensor:
-        return self.generator.initial_state(w.to(self.device))
+        return self.generator.initial_state(torch.as_tensor(w, dtype=torch.float32, device=self.device))
 
     @torch.inference_mode()
     def step(self, w: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.generator.step(w.to(self.device), state.to(self.device))
+        return self.generator.step(torch.as_tensor(w, dtype=torch.float32, device=self.device),
+                                   torch.as_tensor(state, dtype=torch.float32, device=self.device))
 
     # --- per frame batch: the fused synthesize ------------------------------------------
 
@@ -115,8 +117,8 @@ class TritonBackend(Backend):
 
     @torch.inference_mode()
     def frames(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        w = w.to(self.device, torch.float32)
-        features = features.to(self.device, torch.float32)
+        w = torch.as_tensor(w, dtype=torch.float32, device=self.device)
+        features = torch.as_tensor(features, dtype=torch.float32, device=self.device)
         if not self.cuda_graphs:
             return self._step(w, features)
         return self._replay(w, features)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from t2v_rt.compile.cache import model_digest, model_folder
-from t2v_rt.compile.export import ensure_exported, file_sha256, graph_names
+from t2v_rt.compile.graphs import ensure_exported, file_sha256, graph_names
 from t2v_rt.errors import CompileError, RuntimeUnavailable, UsageError
 from t2v_rt.files import atomic_write
 

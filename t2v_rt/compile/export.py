@@ -20,7 +20,6 @@ per video or carry the state, and their decisions must not move with rounding.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import random
@@ -32,28 +31,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from t2v_rt.compile.graphs import (  # noqa: F401 - the graph names, files and sessions live there
+    FORMAT, IO, MANIFEST, OPSET, PRECISIONS, TOLERANCE, _read_manifest, cached_exports,
+    ensure_exported, file_sha256, graph_names, graph_path, ort_session,
+)
 from t2v_rt.errors import CompileError, UsageError
 from t2v_rt.files import atomic_write
-
-OPSET = 18
-FORMAT = 2            # of the manifest and the graphs' names (1: the shapes-only "basis" graphs)
-PRECISIONS = ("fp32", "fp16")
-# Relative error (Frobenius norm of the difference over that of PyTorch fp32's output).
-TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
-MANIFEST = "export.json"
-# Each graph: its inputs and outputs.
-IO = {
-    "style": (("tokens", "z"), ("w",)),
-    "frames": (("w", "features"), ("frames",)),
-    "init": (("w",), ("state",)),
-    "step": (("w", "state"), ("features", "next_state")),
-}
-
-
-def graph_names(form: str) -> tuple[str, ...]:
-    """The graphs of a generator of ``form`` ("continuous" or "recurrent")."""
-    return ("style", "frames") if form == "continuous" else ("style", "frames", "init", "step")
-
 
 class StyleGraph(nn.Module):
     """tokens [B, L] int64, z [B, Z] -> w [B, S] (float32)."""
@@ -111,17 +94,9 @@ class Export:
     check_seed: int       # the seed of those inputs, to replay a failure
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    """||got - want|| / ||want|| (Frobenius norms, float64)."""
-    got, want = got.double(), want.double()
+    """||got - want|| / ||want|| (Frobenius norms, float64); numpy or torch."""
+    got, want = torch.as_tensor(got).double().cpu(), torch.as_tensor(want).double().cpu()
     return float((got - want).norm() / want.norm().clamp(min=1e-30))
 
 
@@ -142,7 +117,7 @@ def random_inputs(g, n_videos: int, n_frames: int, seed: int) -> dict[str, torch
         out = {"tokens": tokens, "z": z, "w": w, "w_frames": w_frames}
         if cfg.FORM == "continuous":
             t = torch.rand(n_frames, generator=gen, dtype=torch.float64) * 1000
-            out["features"] = cfg.time_features(t)
+            out["features"] = torch.as_tensor(cfg.time_features(t.numpy()))
         else:
             state = g.initial_state(w_frames)
             for _ in range(rng.randint(1, 20)):
@@ -168,20 +143,6 @@ def _check_graph(path: Path) -> None:
 
     onnx.checker.check_model(str(path), full_check=True)
     onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
-
-
-def ort_session(path: Path, threads: int = 0, providers: list[str] | None = None):
-    """An ONNX Runtime session of ``path`` (CPU unless ``providers`` says otherwise)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    # Idle worker threads sleep instead of spinning: a stream's encoder runs between frame
-    # batches and needs those cores (spinning made a stream's whole step 2.4x slower than
-    # its parts).
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
 
 
 def export_model(g, out: Path, precisions: tuple[str, ...] = PRECISIONS, log=None,
@@ -277,41 +238,6 @@ def write_manifest(out: Path, model_sha256: str, architecture: str, exports: lis
     return path
 
 
-def graph_path(folder: Path, graph: str, precision: str = "fp32") -> Path:
-    """``style.onnx``, ``frames-<precision>.onnx``, ``init.onnx``, ``step.onnx``."""
-    return folder / (f"frames-{precision}.onnx" if graph == "frames" else f"{graph}.onnx")
-
-
-def _read_manifest(folder: Path) -> dict | None:
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
-
-
-def cached_exports(folder: Path, model_sha256: str) -> dict[tuple[str, str], Path]:
-    """The graphs in ``folder`` that are valid for the model: the manifest (this format) names
-    this model's digest, and each file named is a plain file inside ``folder`` whose digest
-    still matches. (graph, precision) -> path."""
-    manifest = _read_manifest(folder)
-    if (manifest is None or manifest.get("format") != FORMAT
-            or manifest.get("model_sha256") != model_sha256 or manifest.get("opset") != OPSET
-            or not isinstance(manifest.get("graphs"), list)):
-        return {}
-    valid = {}
-    for e in manifest["graphs"]:
-        if not isinstance(e, dict) or e.get("graph") not in IO or e.get("precision") not in PRECISIONS:
-            continue
-        name = e.get("path")
-        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-            continue        # confined to the folder: a bare file name only
-        path = folder / name
-        if path.is_file() and not path.is_symlink() and file_sha256(path) == e.get("sha256"):
-            valid[(e["graph"], e["precision"])] = path
-    return valid
-
-
 def export_to_folder(weights: Path, folder: Path, precisions: tuple[str, ...],
                      log=None, g=None, force: bool = False) -> Path:
     """Export the model at ``weights`` (``g``, when already loaded) into ``folder`` (checked,
@@ -335,22 +261,3 @@ def export_to_folder(weights: Path, folder: Path, precisions: tuple[str, ...],
     return write_manifest(folder, digest, g.config.ARCH, exports, kept)
 
 
-def ensure_exported(weights: Path, folder: Path, precision: str, log=None) -> dict[str, Path]:
-    """The graphs of the model at ``weights`` ({name: path}: style, frames of ``precision``,
-    and init/step for a recurrent generator): from the cache when valid, else exported (and
-    checked) now, once."""
-    from t2v_rt.compile.cache import model_digest
-    from t2v_rt.generators.io import read_config
-
-    form = read_config(weights).FORM
-    need = {name: (precision if name == "frames" else "fp32") for name in graph_names(form)}
-    have = cached_exports(folder, model_digest(weights))
-    if not all((name, p) in have for name, p in need.items()):
-        from t2v_rt.generators.io import load_generator
-
-        g = load_generator(weights)     # weights that do not fit fail here, before any work
-        if log:
-            log(f"no ONNX export of this model ({precision}) in {folder}: exporting it once "
-                "('t2v-rt export-onnx' does it ahead of time)")
-        export_to_folder(weights, folder, (precision,), log=log, g=g)
-    return {name: graph_path(folder, name, p) for name, p in need.items()}

@@ -22,9 +22,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
-import torch
-
-from t2v_rt.encode.nvenc import NvencEncoder, nvenc_status
 from t2v_rt.encode.sink import EncoderOptions, FdWriter, PacketSink, VideoSink
 from t2v_rt.errors import RuntimeUnavailable, UsageError
 
@@ -48,6 +45,10 @@ def encoder_problem(name: str, fmt: str, on_cuda: bool, codec: str = "h264") -> 
     if not on_cuda:
         return "the frames are not on a CUDA GPU (the backend runs on the CPU)"
     if name == "nvenc":
+        import torch
+
+        from t2v_rt.encode.nvenc import nvenc_status
+
         ok, why = nvenc_status(torch.cuda.current_device())
         return None if ok else why
     if name == "nvjpeg":
@@ -107,6 +108,8 @@ class NvencSink:
     takes = "tensor"
 
     def __init__(self, target, fmt: str, fps: Fraction, size: tuple[int, int], options: EncoderOptions):
+        from t2v_rt.encode.nvenc import NvencEncoder
+
         self.encoder = NvencEncoder(size, fps, options)
         try:
             self.packets = PacketSink(target, fmt, fps, size, options.codec)
@@ -114,7 +117,7 @@ class NvencSink:
             self.encoder.close()
             raise
 
-    def write(self, frames: torch.Tensor) -> None:
+    def write(self, frames) -> None:   # torch.Tensor on the GPU
         for p in self.encoder.encode(frames):
             self.packets.mux(p.data, p.key)
 
@@ -140,7 +143,8 @@ class NvjpegSink:
         self.size, self.quality = size, quality
         self.packets = PacketSink(target, fmt, fps, size, "mjpeg")
 
-    def write(self, frames: torch.Tensor) -> None:
+    def write(self, frames) -> None:   # torch.Tensor on the GPU
+        import torch
         from torchvision.io import encode_jpeg
 
         width, height = self.size

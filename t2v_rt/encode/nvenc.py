@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import torch
-
 from t2v_rt.encode.sink import EncoderOptions
 from t2v_rt.errors import RuntimeUnavailable
 
@@ -25,7 +23,9 @@ def native_module():
     return _nvenc
 
 
-def native_dtype(dtype: torch.dtype):
+def native_dtype(dtype):
+    import torch
+
     nv = native_module()
     table = {torch.float32: nv.DType.float32, torch.float16: nv.DType.float16,
              torch.bfloat16: nv.DType.bfloat16}
@@ -63,12 +63,14 @@ class NvencEncoder:
             raise RuntimeUnavailable(str(e)) from None
         self.codec = options.codec
 
-    def encode(self, frames: torch.Tensor) -> list:
+    def encode(self, frames) -> list:   # torch.Tensor on the GPU
         """frames [N, 3, H, W] CUDA float -> the native packets (``data``, ``pts``, ``key``)."""
         if not frames.is_cuda or frames.dim() != 4 or frames.shape[1] != 3:
             raise ValueError(f"NVENC takes CUDA frames [N, 3, H, W], got {list(frames.shape)} on "
                              f"{frames.device}")
         frames = frames.contiguous()
+        import torch
+
         stream = torch.cuda.current_stream(frames.device).cuda_stream
         return self._enc.encode(frames.data_ptr(), native_dtype(frames.dtype), frames.shape[0],
                                 frames.shape[2], frames.shape[3], stream)

@@ -147,12 +147,13 @@ class GeneratorConfig:
         raise NotImplementedError
 
     def latent(self, seed: int):
-        """The per-video latent of a seed: ``[latent_dim]`` float32, standard normal, the same
-        on every platform (PyTorch's CPU generator)."""
-        import torch
+        """The per-video latent of a seed: ``[latent_dim]`` float32 numpy array, standard normal,
+        the same on every platform: bit for bit what PyTorch's CPU generator gives on Linux
+        x86-64 (``torch.randn(latent_dim, generator=torch.Generator().manual_seed(seed))``),
+        computed without torch (:func:`t2v_rt.generators.latent.standard_normal`)."""
+        from t2v_rt.generators.latent import standard_normal
 
-        g = torch.Generator().manual_seed(int(seed))
-        return torch.randn(self.latent_dim, generator=g, dtype=torch.float32)
+        return standard_normal(int(seed), self.latent_dim)
 
     @property
     def feature_dim(self) -> int:

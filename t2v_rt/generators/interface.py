@@ -92,7 +92,7 @@ class VideoGenerator(nn.Module, ABC):
         seconds, the same for every video), recurrent by stepping ``steps`` frames from the
         initial state. -> [B, T, F]."""
         if self.form == "continuous":
-            f = self.config.time_features(times).to(w.device, w.dtype)          # [T, F]
+            f = torch.as_tensor(self.config.time_features(times), dtype=w.dtype, device=w.device)
             return f.unsqueeze(0).expand(w.shape[0], -1, -1)
         state, out = self.initial_state(w), []
         for _ in range(steps):

@@ -104,7 +104,8 @@ def get(name: str) -> Architecture:
     """The architecture ``name``, imported now; one clear line if unknown or broken."""
     if name in _loaded:
         return _loaded[name]
-    known = entries()
+    # a built-in name needs no scan of the installed distributions (tens of ms at start-up)
+    known = {name: Entry(name, BUILTIN[name], "built-in")} if name in BUILTIN else entries()
     if name not in known:
         names = ", ".join(sorted(set(known) | set(_loaded)))
         raise ConfigError(f"unknown architecture '{str(name)[:40]}' (registered: {names}); install "

@@ -13,8 +13,6 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-import numpy as np
-
 from t2v_rt.errors import UsageError
 
 MAX_PROMPT_CHARS = 1000
@@ -46,7 +44,7 @@ class TextFrontEnd(ABC):
     max_tokens: int
 
     @abstractmethod
-    def encode(self, prompts: Sequence[str]) -> np.ndarray:
+    def encode(self, prompts: Sequence[str]):
         """Token ids ``[B, max_tokens]`` int64 (0 = padding); raises :class:`UsageError` with one
         line naming the word it cannot read and the nearest it knows."""
 
@@ -80,27 +78,37 @@ class VocabularyFrontEnd(TextFrontEnd):
     def tokenize(self, prompt: str) -> list[str]:
         return re.findall(r"[a-z]+", clean_prompt(prompt).lower())
 
-    def encode(self, prompts: Sequence[str]) -> np.ndarray:
+    def ids(self, prompt: str) -> list[int]:
+        """The token ids of one prompt, checked (one line naming an unknown word)."""
+        text = clean_prompt(prompt)
+        odd = re.search(r"[^\x00-\x7f]", text)
+        if odd:
+            raise UsageError(f"prompt has the character '{shown(odd.group())}' "
+                             "(U+%04X); write it in plain ASCII letters" % ord(odd.group()))
+        words = self.tokenize(text)
+        if not words:
+            raise UsageError("the prompt has no words; describe what to show")
+        for w in words:
+            if w not in self._ids:
+                close = difflib.get_close_matches(w, self.words, n=1, cutoff=0.75)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise UsageError(f"unknown word '{shown(w)}' in prompt: this model knows "
+                                 f"{len(self.words)} words{hint}")
+        if len(words) > self.max_tokens:
+            raise UsageError(f"prompt too long ({len(words)} words, this model reads at most "
+                             f"{self.max_tokens})")
+        return [self._ids[w] for w in words]
+
+    def check(self, prompt: str) -> None:
+        self.ids(prompt)
+
+    def encode(self, prompts: Sequence[str]):
+        import numpy as np
+
         ids = np.zeros((len(prompts), self.max_tokens), dtype=np.int64)
         for b, prompt in enumerate(prompts):
-            text = clean_prompt(prompt)
-            odd = re.search(r"[^\x00-\x7f]", text)
-            if odd:
-                raise UsageError(f"prompt has the character '{shown(odd.group())}' "
-                                 "(U+%04X); write it in plain ASCII letters" % ord(odd.group()))
-            words = self.tokenize(text)
-            if not words:
-                raise UsageError("the prompt has no words; describe what to show")
-            for w in words:
-                if w not in self._ids:
-                    close = difflib.get_close_matches(w, self.words, n=1, cutoff=0.75)
-                    hint = f"; did you mean '{close[0]}'?" if close else ""
-                    raise UsageError(f"unknown word '{shown(w)}' in prompt: this model knows "
-                                     f"{len(self.words)} words{hint}")
-            if len(words) > self.max_tokens:
-                raise UsageError(f"prompt too long ({len(words)} words, this model reads at most "
-                                 f"{self.max_tokens})")
-            ids[b, : len(words)] = [self._ids[w] for w in words]
+            row = self.ids(prompt)
+            ids[b, : len(row)] = row
         return ids
 
     def example_prompts(self, rng: random.Random, n: int) -> list[str]:

@@ -52,7 +52,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2v_rt.generators.interface import VideoGenerator
-from t2v_rt.generators.registry import Architecture
 from t2v_rt.models.mocogan.config import MocoganConfig
 
 
@@ -230,17 +229,3 @@ class MocoganGenerator(VideoGenerator):
             x = block(x)
         return torch.tanh(self.to_rgb(x))
 
-
-ARCHITECTURE = Architecture(
-    name="mocogan",
-    generator=MocoganGenerator,
-    summary="MoCoGAN / TGANs-C: content code + GRU motion driven by deterministic phasor "
-            "pseudo-noise, DCGAN image generator (ConvTranspose2d-BatchNorm-ReLU blocks), "
-            "native 15 fps",
-    presets={
-        "tiny": {"resolution": 32, "channels": [16, 8, 8], "latent_dim": 12,
-                 "content_latent": 8, "text_dim": 16, "content_dim": 16, "motion_dim": 8,
-                 "noise_dim": 4, "oscillators": 4},
-        "default": {},
-    },
-)

@@ -33,6 +33,11 @@ class GrammarFrontEnd(TextFrontEnd):
 
         return encode_ids([parse_prompt(p) for p in prompts])
 
+    def check(self, prompt: str) -> None:
+        from t2v_rt.models.shapes.grammar import parse_prompt
+
+        parse_prompt(prompt)
+
     def example_prompts(self, rng: random.Random, n: int) -> list[str]:
         from t2v_rt.models.shapes.captions import caption, sample_attributes
 
@@ -79,12 +84,20 @@ class ModelConfig(GeneratorConfig):
 
 
 def time_basis(t, harmonics: int):
-    """[N] seconds (any float dtype) -> [N, 2 * harmonics] float32: cos/sin of
-    2 pi k t / BASE_PERIOD, k = 1..harmonics, reduced modulo the period in float64 first."""
-    import torch
+    """[N] seconds (any float dtype; numpy, a list or a torch tensor) -> [N, 2 * harmonics]
+    float32: cos/sin of 2 pi k t / BASE_PERIOD, k = 1..harmonics, reduced modulo the period
+    in float64 first. numpy for numpy input (the torch-free runtime), a torch tensor on the
+    input's device for a torch input (training)."""
+    if type(t).__module__.startswith("torch"):
+        import torch
 
-    t = torch.as_tensor(t)
-    t = torch.remainder(t.to(torch.float64), BASE_PERIOD)
-    k = torch.arange(1, harmonics + 1, dtype=torch.float64, device=t.device)
+        t = torch.remainder(t.to(torch.float64), BASE_PERIOD)
+        k = torch.arange(1, harmonics + 1, dtype=torch.float64, device=t.device)
+        w = 2 * math.pi * t[:, None] * k[None, :] / BASE_PERIOD
+        return torch.cat([torch.cos(w), torch.sin(w)], dim=1).to(torch.float32)
+    import numpy as np
+
+    t = np.remainder(np.asarray(t, dtype=np.float64).reshape(-1), BASE_PERIOD)
+    k = np.arange(1, harmonics + 1, dtype=np.float64)
     w = 2 * math.pi * t[:, None] * k[None, :] / BASE_PERIOD
-    return torch.cat([torch.cos(w), torch.sin(w)], dim=1).to(torch.float32)
+    return np.concatenate([np.cos(w), np.sin(w)], axis=1).astype(np.float32)

@@ -19,8 +19,6 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from t2v_rt.errors import UsageError
 from t2v_rt.models.shapes import spec
 
@@ -213,8 +211,10 @@ def parse_prompt(text: str) -> Prompt:
     return Prompt(text=text.strip(), words=tuple(words), attributes=attrs)
 
 
-def encode_ids(prompts: list[Prompt] | Prompt) -> np.ndarray:
+def encode_ids(prompts: list[Prompt] | Prompt):
     """Token ids ``[B, MAX_TOKENS]`` int64 (0 = padding) of validated prompts (numpy)."""
+    import numpy as np
+
     if isinstance(prompts, Prompt):
         prompts = [prompts]
     ids = np.zeros((len(prompts), MAX_TOKENS), dtype=np.int64)

@@ -25,7 +25,8 @@ _CHOICE_ORDER = ("shape", "colour", "size", "motion", "speed", "background")
 
 
 def latent_from_seed(seed: int, dim: int = LATENT_DIM) -> torch.Tensor:
-    """The per-video latent of a seed: ``[dim]`` float32, standard normal, platform independent."""
+    """The per-video latent of a seed: ``[dim]`` float32, standard normal: PyTorch's CPU generator
+    (the runtime computes the same bits without PyTorch: ``t2v_rt.generators.latent``)."""
     g = torch.Generator().manual_seed(int(seed))
     return torch.randn(dim, generator=g, dtype=torch.float32)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from t2v_rt.errors import ConfigError
 from t2v_rt.generators.config import GeneratorConfig, bounded, bounded_list, word_list
 from t2v_rt.generators.text import DEFAULT_VOCABULARY, VocabularyFrontEnd
@@ -87,10 +89,9 @@ class StyleganVConfig(GeneratorConfig):
         return self.w_dim + 2 * self.motion_dim
 
     def time_features(self, t):
-        """[N] seconds -> [N, 2K] float32: cos then sin of 2 pi (t mod P_k) / P_k, in float64."""
-        import torch
-
-        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
-        p = torch.tensor(self.periods, dtype=torch.float64, device=t.device)
-        phase = 2 * math.pi * torch.remainder(t[:, None], p[None, :]) / p[None, :]
-        return torch.cat([torch.cos(phase), torch.sin(phase)], dim=1).to(torch.float32)
+        """[N] seconds -> [N, 2K] float32 (numpy): cos then sin of 2 pi (t mod P_k) / P_k,
+        in float64."""
+        t = np.asarray(t, dtype=np.float64).reshape(-1)
+        p = np.asarray(self.periods, dtype=np.float64)
+        phase = 2 * math.pi * np.remainder(t[:, None], p[None, :]) / p[None, :]
+        return np.concatenate([np.cos(phase), np.sin(phase)], axis=1).astype(np.float32)

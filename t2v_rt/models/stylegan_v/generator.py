@@ -52,7 +52,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2v_rt.generators.interface import VideoGenerator
-from t2v_rt.generators.registry import Architecture
 from t2v_rt.models.stylegan_v.config import StyleganVConfig
 
 SQRT2 = math.sqrt(2.0)
@@ -249,15 +248,3 @@ class StyleganVGenerator(VideoGenerator):
             x = block(x, style)
         return torch.tanh(self.to_rgb(x, style))
 
-
-ARCHITECTURE = Architecture(
-    name="stylegan-v",
-    generator=StyleganVGenerator,
-    summary="StyleGAN-V: mapping network, continuous-time motion codes from sinusoids of t, "
-            "StyleGAN2 modulated-conv synthesis (ModulatedUpConv blocks)",
-    presets={
-        "tiny": {"resolution": 16, "channels": [16, 16, 8], "latent_dim": 16, "text_dim": 16,
-                 "w_dim": 32, "mapping_layers": 2, "motion_dim": 16},
-        "default": {},
-    },
-)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,11 +53,12 @@ class ExampleConfig(GeneratorConfig):
         return 2 * len(self.periods)
 
     def time_features(self, t):
-        """Host float64: each period reduced first, so t = 10 h is as exact as t = 0."""
-        t = torch.as_tensor(t, dtype=torch.float64)
-        p = torch.tensor(self.periods, dtype=torch.float64)
-        phase = 2 * math.pi * torch.remainder(t[:, None], p) / p
-        return torch.cat([phase.cos(), phase.sin()], dim=1).float()
+        """Host float64, numpy (no PyTorch needed to stream): each period reduced first, so
+        t = 10 h is as exact as t = 0."""
+        t = np.asarray(t, dtype=np.float64).reshape(-1)
+        p = np.asarray(self.periods, dtype=np.float64)
+        phase = 2 * math.pi * np.remainder(t[:, None], p) / p
+        return np.concatenate([np.cos(phase), np.sin(phase)], axis=1).astype(np.float32)
 
 
 class UpBlock(nn.Module):
