@@ -20,6 +20,10 @@ from t2v_rt.errors import T2VError, UsageError
 PROG = "t2v-rt"
 MAX_FPS = 240
 MIN_SIZE, MAX_SIZE = 16, 2048
+# The container on stdout when --format is not given: measured fastest to the first picture in
+# plain `ffplay -` and `mpv -` (bench/first_picture.py; MPEG-TS has no header, so players read
+# their whole probe window first). Files follow their extension.
+STDOUT_FORMAT = "matroska"
 DEFAULT_PROMPT_HELP = 'e.g. "a large red circle moving left and right slowly"'
 
 
@@ -141,8 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--frames", type=_count, help="stop after this many frames")
     p.add_argument("--no-realtime", dest="realtime", action="store_false",
                    help="generate as fast as possible instead of at --fps")
-    p.add_argument("--format", default="mpegts", choices=("mpegts", "nut", "matroska", "y4m"),
-                   help="container on stdout (default mpegts; y4m: raw, no encoder)")
+    p.add_argument("--format", default=STDOUT_FORMAT, choices=("mpegts", "nut", "matroska", "y4m"),
+                   help=f"container on stdout (default {STDOUT_FORMAT}: the first picture shows "
+                        "soonest in ffplay and mpv reading a pipe, bench/first_picture.py; "
+                        "mpegts makes players probe for seconds; y4m: raw, no encoder)")
 
     p = sub.add_parser("generate", help="write a video of PROMPT to a file")
     _add_video_args(p)

@@ -55,14 +55,14 @@ def test_stream_seconds_and_realtime_pacing():
     proc = run("stream", "a blue square", "--seconds", "1", "--fps", "10", "--size", "64")
     elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr.decode()
-    frames, rate = decode(proc.stdout, "mpegts")
+    frames, rate = decode(proc.stdout, "matroska")
     assert len(frames) == 10 and Fraction(rate) == 10
     assert elapsed >= 0.9  # paced: 10 frames at 10 fps span 0.9 s after the first
 
 
 def test_stream_stdout_is_video_only_and_logs_go_to_stderr():
     proc = run("stream", PROMPT, "--frames", "3", "--no-realtime", "--size", "64")
-    assert proc.stdout[:1] == b"\x47"  # MPEG-TS sync byte: nothing else came first
+    assert proc.stdout[:4] == b"\x1a\x45\xdf\xa3"  # Matroska (EBML) magic: nothing else came first
     assert b"streaming" in proc.stderr
 
 
@@ -209,3 +209,27 @@ def test_weights_of_another_generator_are_one_line_and_exit_2(tmp_path):
     (tmp_path / "old.json").write_text(g.cfg.to_json())
     proc = run("stream", PROMPT, "--frames", "1", "--model", str(tmp_path / "old.safetensors"))
     assert_one_clean_line(proc, "do not fit their config")
+
+
+def test_the_default_stdout_container_decodes_in_ffprobe_from_a_pipe():
+    """No --format: the container chosen for pipes (bench/first_picture.py) is read by
+    FFmpeg's own prober from a pipe, with every frame."""
+    import shutil
+
+    ffprobe = shutil.which("ffprobe")
+    assert ffprobe, "ffprobe is part of the test setup (apt install ffmpeg; .ci/run does it)"
+    stream = subprocess.Popen([*CMD, "stream", PROMPT, "--frames", "15", "--no-realtime",
+                               "--size", "64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    probe = subprocess.run([ffprobe, "-v", "error", "-count_frames", "-select_streams", "v:0",
+                            "-show_entries", "stream=codec_name,nb_read_frames,width:format=format_name",
+                            "-of", "json", "-i", "pipe:0"], stdin=stream.stdout,
+                           capture_output=True, timeout=120)
+    stream.stdout.close()
+    assert stream.wait(timeout=120) == 0, stream.stderr.read().decode()
+    assert probe.returncode == 0, probe.stderr.decode()
+    import json
+
+    info = json.loads(probe.stdout)
+    assert "matroska" in info["format"]["format_name"]
+    s = info["streams"][0]
+    assert s["codec_name"] == "h264" and int(s["nb_read_frames"]) == 15 and s["width"] == 64

@@ -120,12 +120,20 @@ def _cli(*args, env=None):
                           timeout=300, env={**os.environ, **(env or {})}, check=False)
 
 
-def test_cli_export_onnx(tmp_path):
-    proc = _cli("export-onnx", "--precision", "fp32", "--out", str(tmp_path / "x"))
+def test_cli_export_onnx_keeps_valid_graphs(exported, tmp_path):
+    """export-onnx into a folder that holds valid graphs exports nothing again (the cache
+    never re-exports a valid entry); the manifest still lists them."""
+    import shutil
+
+    shutil.copytree(exported[0], tmp_path / "x")
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "x").glob("*.onnx")}
+    proc = _cli("export-onnx", "--precision", "all", "--out", str(tmp_path / "x"))
     assert proc.returncode == 0, proc.stderr.decode()
     manifest = Path(proc.stdout.decode().strip())
     assert manifest == tmp_path / "x" / ex.MANIFEST and manifest.is_file()
-    assert b"relative error" in proc.stderr
+    assert b"kept the graphs already valid" in proc.stderr and b"relative error" not in proc.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "x").glob("*.onnx")} == before
+    assert len(json.loads(manifest.read_text())["graphs"]) == 3
     (tmp_path / "file").write_text("")
     proc = _cli("export-onnx", "--out", str(tmp_path / "file"))
     assert proc.returncode == 2 and proc.stderr.decode().count("\n") == 1

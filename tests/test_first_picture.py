@@ -101,8 +101,9 @@ def test_detector_picture_without_a_separate_window_frame():
 
 
 def test_summary_median_min_max():
-    runs = [{"first_picture_s": v, "window_s": v, "first_byte_s": None} for v in (1.0, 3.0, 2.0)]
-    runs.append({"first_picture_s": None, "window_s": None, "first_byte_s": None})
+    keys = ("window_s", "first_byte_s", "picture_after_first_byte_s")
+    runs = [{"first_picture_s": v, **dict.fromkeys(keys)} for v in (1.0, 3.0, 2.0)]
+    runs.append({"first_picture_s": None, **dict.fromkeys(keys)})
     s = fp.summary(runs)
     assert s["first_picture_s"] == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
     assert s["first_byte_s"] is None and s["failed"] == 1
