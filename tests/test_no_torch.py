@@ -118,3 +118,37 @@ def test_the_shipped_graphs_are_the_bundled_model():
     got = frames.run(None, {"w": x["w_frames"].numpy(), "features": x["features"].numpy()})[0]
     assert relative_error(got_w, w) <= TOLERANCE["fp32"], seed
     assert relative_error(got, want) <= TOLERANCE["fp32"], seed
+
+
+@pytest.mark.slow
+def test_a_fresh_venv_without_torch_streams_generates_and_runs_doctor(tmp_path):
+    """A real install, as the README's quick start makes it (no extras; the NVENC module left
+    out to keep this test short): PyTorch is not installed, and the CLI streams, generates and
+    reports from the shipped graphs. (bench/startup.py measures the same install.)"""
+    root = Path(__file__).resolve().parent.parent
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py, cli = venv / "bin" / "python", str(venv / "bin" / "t2v-rt")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH",
+                                                           "TRITON_INTERPRET")}
+    env["T2V_RT_CACHE"] = str(tmp_path / "cache")
+    pip = subprocess.run([str(py), "-m", "pip", "install", "-q", str(root),
+                          "--config-settings=cmake.define.T2V_RT_NATIVE=OFF"],
+                         capture_output=True, timeout=900, env=env)
+    assert pip.returncode == 0, pip.stderr.decode()[-2000:]
+    probe = subprocess.run([str(py), "-c", "import importlib.util as u; "
+                            "print(u.find_spec('torch') is None)"], capture_output=True, env=env)
+    assert probe.stdout.strip() == b"True"          # the runtime install has no PyTorch
+    proc = subprocess.run([cli, "stream", PROMPT, "--frames", "10", "--no-realtime"],
+                          capture_output=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert len(decode(proc.stdout, "matroska")[0]) == 10
+    out = tmp_path / "clip.mkv"
+    proc = subprocess.run([cli, "generate", "a blue square", "-o", str(out), "--seconds", "0.5"],
+                          capture_output=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert len(decode(out)[0]) == 15
+    proc = subprocess.run([cli, "doctor"], capture_output=True, timeout=120, env=env)
+    assert proc.returncode == 0 and b"torch       not installed" in proc.stdout, proc.stderr
+    proc = subprocess.run([cli, "train", "--steps", "1"], capture_output=True, timeout=120, env=env)
+    assert proc.returncode == 2 and b"t2v-rt[torch]" in proc.stderr
