@@ -52,37 +52,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2v_rt.generators.interface import VideoGenerator
+from t2v_rt.generators.layers import embedding as _embedding
+from t2v_rt.generators.layers import linear as _linear
+from t2v_rt.generators.layers import masked_mean
+from t2v_rt.generators.layers import normal_ as _normal_
+from t2v_rt.generators.layers import randn as _randn
 from t2v_rt.models.mocogan.config import MocoganConfig
-
-
-def _normal_(t: torch.Tensor, std: float) -> torch.Tensor:
-    """Fill ``t`` from N(0, std^2) in place, except on the meta device (``shape_plan``): there a
-    tensor is only a shape, and drawing would import PyTorch's reference kernels (seconds)."""
-    if t.device.type != "meta":
-        with torch.no_grad():
-            t.normal_(0.0, std)
-    return t
-
-
-def _randn(*shape: int, std: float = 1.0) -> torch.Tensor:
-    """A new N(0, std^2) tensor on the current default device (meta: shape only)."""
-    return _normal_(torch.empty(*shape), std)
-
-
-def _embedding(num: int, dim: int) -> nn.Embedding:
-    """nn.Embedding(num, dim, padding_idx=0) with N(0, 1) rows and a zero padding row."""
-    weight = _randn(num, dim)
-    if weight.device.type != "meta":
-        weight[0] = 0
-    return nn.Embedding(num, dim, padding_idx=0, _weight=weight)
-
-
-def _linear(cin: int, cout: int, gain: float = 1.0) -> nn.Linear:
-    """A Linear with weights N(0, gain^2 / cin) and zero bias."""
-    layer = nn.Linear(cin, cout)
-    _normal_(layer.weight, gain / math.sqrt(cin))
-    nn.init.zeros_(layer.bias)
-    return layer
 
 
 class MLP(nn.Module):
@@ -107,9 +82,7 @@ class MeanTextEncoder(nn.Module):
         self.mlp = MLP(dim, dim, dim)
 
     def forward(self, tokens):
-        e = self.embed(tokens)                                          # [B, L, D]
-        mask = (tokens != 0).to(e.dtype).unsqueeze(-1)                  # [B, L, 1]
-        mean = (e * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        mean = masked_mean(self.embed, tokens)
         return self.mlp(mean)
 
 
