@@ -28,6 +28,8 @@ DEFAULT_PROMPT_HELP = 'e.g. "a large red circle moving left and right slowly"'
 
 
 def log(msg: str) -> None:
+    if sys.stderr is None:      # never print(file=None): that is stdout, the video
+        return
     print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
 
 
@@ -41,12 +43,20 @@ class _Parser(argparse.ArgumentParser):
 # --- argument types: each raises with a message that says what is allowed -----------------
 
 def _fps(text: str) -> Fraction:
+    # The float first: bounds the value before the exact parse (Fraction("1e100000000")
+    # would compute 10**100000000).
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got '{text[:40]}'") from None
+    if not 0 < value <= MAX_FPS:
+        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_FPS}], got {text[:40]}")
     try:
         fps = Fraction(text).limit_denominator(1001)
     except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"must be a number, got '{text}'") from None
+        raise argparse.ArgumentTypeError(f"must be a number, got '{text[:40]}'") from None
     if not 0 < fps <= MAX_FPS:
-        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_FPS}], got {text}")
+        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_FPS}], got {text[:40]}")
     return fps
 
 
@@ -605,7 +615,23 @@ class _StopRequest:
         raise KeyboardInterrupt
 
 
+def _stderr_open() -> None:
+    """With stderr closed (``2>&-``) Python sets ``sys.stderr`` to None, and ``print(...,
+    file=None)`` writes to stdout: into the video. Point fd 2 at /dev/null instead, so logs
+    never touch stdout."""
+    try:
+        os.fstat(2)
+        return
+    except OSError:
+        pass
+    fd = os.open(os.devnull, os.O_WRONLY)
+    if fd != 2:
+        os.dup2(fd, 2)
+    sys.stderr = open(2, "w", closefd=False)
+
+
 def entry() -> None:
+    _stderr_open()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # EPIPE as an exception, handled above
     # Ctrl-C and `kill` end a stream cleanly (the container's end is written), also when
     # the parent started us with SIGINT ignored, as shells do for background jobs.

@@ -233,3 +233,38 @@ def test_the_default_stdout_container_decodes_in_ffprobe_from_a_pipe():
     assert "matroska" in info["format"]["format_name"]
     s = info["streams"][0]
     assert s["codec_name"] == "h264" and int(s["nb_read_frames"]) == 15 and s["width"] == 64
+
+
+# --- regressions from the hostile-input probe (issue #16) ----------------------------------
+
+def test_stderr_closed_keeps_logs_out_of_the_video():
+    """With stderr closed (2>&-) the logs go nowhere, never into stdout's video."""
+    proc = subprocess.run(["sh", "-c", f'"$0" -m t2v_rt stream "{PROMPT}" --frames 5 '
+                           "--no-realtime --size 32 2>&-", sys.executable],
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0
+    assert proc.stdout[:4] == b"\x1a\x45\xdf\xa3" and b"t2v-rt:" not in proc.stdout
+    assert len(decode(proc.stdout, "matroska")[0]) == 5
+
+
+def test_a_huge_fps_exponent_is_refused_at_once():
+    start = time.monotonic()
+    proc = run("stream", "a red ball", "--fps", "1e100000000", timeout=30)
+    assert time.monotonic() - start < 10
+    assert_one_clean_line(proc, "must be in (0, 240]")
+
+
+@pytest.mark.parametrize("prompt,char", [("ｂｌｕｅ ball", "U+FF42"), ("a red \x1b[31mball", "U+001B"),
+                                         ("a red ball\x07", "U+0007")])
+def test_non_ascii_and_control_characters_are_named_never_dropped_or_echoed(prompt, char):
+    proc = run("stream", prompt, "--frames", "1")
+    assert_one_clean_line(proc, char)
+    assert b"\x1b" not in proc.stderr and b"\x07" not in proc.stderr
+
+
+def test_a_long_word_is_shown_shortened_and_a_huge_prompt_refused_by_length():
+    proc = run("stream", "a " + "x" * 900 + " ball", "--frames", "1")
+    assert_one_clean_line(proc, "unknown word")
+    assert len(proc.stderr) < 400
+    proc = run("stream", "a " + "x" * 100_000 + " ball", "--frames", "1")
+    assert_one_clean_line(proc, "prompt too long (100007 characters, at most 1000)")

@@ -29,6 +29,10 @@ def clean_prompt(text: str) -> str:
         raise UsageError('empty prompt; describe what to show, e.g. "a red ball moving left and right"')
     if len(text) > MAX_PROMPT_CHARS:
         raise UsageError(f"prompt too long ({len(text)} characters, at most {MAX_PROMPT_CHARS})")
+    odd = re.search(r"[^\x20-\x7e\t\n\r]", text)
+    if odd:
+        raise UsageError(f"prompt has the character '{shown(odd.group())}' "
+                         f"(U+{ord(odd.group()):04X}); write the prompt in plain ASCII letters")
     return text
 
 
@@ -81,10 +85,6 @@ class VocabularyFrontEnd(TextFrontEnd):
     def ids(self, prompt: str) -> list[int]:
         """The token ids of one prompt, checked (one line naming an unknown word)."""
         text = clean_prompt(prompt)
-        odd = re.search(r"[^\x00-\x7f]", text)
-        if odd:
-            raise UsageError(f"prompt has the character '{shown(odd.group())}' "
-                             "(U+%04X); write it in plain ASCII letters" % ord(odd.group()))
         words = self.tokenize(text)
         if not words:
             raise UsageError("the prompt has no words; describe what to show")

@@ -62,6 +62,12 @@ class Prompt:
     attributes: dict[str, str | None] = field(hash=False)
 
 
+def _shown(text: str) -> str:
+    from t2v_rt.generators.text import shown
+
+    return shown(text, 120)
+
+
 def tokenize(text: str) -> list[str]:
     """Lower-case words; punctuation and surrounding spaces are dropped."""
     return re.findall(r"[a-z]+", text.lower())
@@ -99,9 +105,9 @@ class _Parser:
     def fail(self, expected: str) -> None:
         word = self.peek()
         if word is None:
-            raise UsageError(f"incomplete prompt '{self.text}': expected {expected} at the end")
+            raise UsageError(f"incomplete prompt '{_shown(self.text)}': expected {expected} at the end")
         raise UsageError(
-            f"unexpected word '{word}' in prompt '{self.text}': expected {expected} here"
+            f"unexpected word '{word}' in prompt '{_shown(self.text)}': expected {expected} here"
         )
 
     def direction(self) -> bool:
@@ -197,6 +203,13 @@ class _Parser:
 
 def parse_prompt(text: str) -> Prompt:
     """Validate a prompt and recover the attributes it names."""
+    from t2v_rt.generators.text import clean_prompt, shown
+
+    if not text.strip():
+        raise UsageError(
+            "empty prompt; describe a shape, e.g. \"a large red circle moving left and right slowly\""
+        )
+    text = clean_prompt(text)       # length, and only printable ASCII (nothing silently dropped)
     words = tokenize(text)
     if not words:
         raise UsageError(
@@ -204,7 +217,7 @@ def parse_prompt(text: str) -> Prompt:
         )
     for word in words:
         if word not in KNOWN_WORDS:
-            raise UsageError(f"unknown word '{word}' in prompt{_hint(word)}")
+            raise UsageError(f"unknown word '{shown(word)}' in prompt{_hint(word)}")
     if len(words) > MAX_TOKENS:
         raise UsageError(f"prompt too long ({len(words)} words, at most {MAX_TOKENS})")
     attrs = _Parser(text.strip(), words).parse()
