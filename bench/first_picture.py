@@ -145,6 +145,17 @@ def analyse(frame: np.ndarray, baseline: np.ndarray, colour: tuple[int, int, int
     return int(changed.sum()), int(shape.sum())
 
 
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate ``proc`` (killed if it has not gone within 5 s) and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
 class Detector:
     """Follows the screenshots of one run: the first with the window, the first with the shape."""
 
@@ -205,13 +216,7 @@ class Xvfb:
         raise SystemExit(f"first_picture: Xvfb {self.display} did not start in 10 s")
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
 
 class Grabber:
@@ -264,13 +269,7 @@ class Grabber:
             self.frames[index] = (self.frames[index][0], None)
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
         self.thread.join(5)
 
 

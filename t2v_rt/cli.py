@@ -535,9 +535,9 @@ def cmd_init_model(args) -> int:
     overrides = parse_set(args.set)
     config = init_config(args.arch, args.preset, overrides)   # validated and bounded first
     _needs("torch", "'t2v-rt init-model'")
-    from t2v_rt.generators.io import init_generator, save_generator
+    from t2v_rt.generators.io import build_generator, save_generator
 
-    g = init_generator(args.arch, args.preset, overrides, seed=args.seed)
+    g = build_generator(config, seed=args.seed)
     save_generator(g, out, {"architecture": config.ARCH, "init_seed": str(args.seed),
                             "preset": args.preset})
     n = sum(p.numel() for p in g.parameters())

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from typing import Any, ClassVar
 
@@ -101,10 +101,6 @@ class GeneratorConfig:
         """Cross-field rules of the architecture (raise :class:`ConfigError`); none by default."""
 
     @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    @classmethod
     def from_dict(cls, data: Any) -> GeneratorConfig:
         """Validate ``data`` (a parsed JSON object, with or without its ``architecture`` key)
         and build the config; every failure is one :class:`ConfigError` line."""
@@ -127,12 +123,6 @@ class GeneratorConfig:
             raise ConfigError(f"model config: {e}") from None
         cfg.check()
         return cfg
-
-    def replace(self, **changes: Any) -> GeneratorConfig:
-        """A validated copy with ``changes`` (values as JSON would give them)."""
-        data = self.to_dict()
-        data.update(changes)
-        return type(self).from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
         return {"architecture": self.ARCH, **dataclasses.asdict(self)}
@@ -234,5 +224,4 @@ def _no_constant(name: str):
     raise ConfigError(f"--set: {name} is not a value a config can hold")
 
 
-__all__ = ["FORMS", "GeneratorConfig", "bounded", "bounded_list", "parse_set", "word_list",
-           "MISSING"]
+__all__ = ["FORMS", "GeneratorConfig", "bounded", "bounded_list", "parse_set", "word_list"]

@@ -193,16 +193,20 @@ def init_config(arch: str, preset: str = "default", overrides: dict[str, Any] | 
     return parse_config({"architecture": arch, **data}, f"config of '{arch}'")
 
 
+def build_generator(config: GeneratorConfig, seed: int = 0):
+    """A randomly initialised generator of a validated ``config`` (seeded)."""
+    import torch
+
+    torch.manual_seed(seed)
+    return get(config.ARCH).generator_class(config).eval()
+
+
 def init_generator(arch: str, preset: str = "default", overrides: dict[str, Any] | None = None,
                    seed: int = 0):
     """A randomly initialised generator of ``arch`` (benchmarks, smoke tests, a training start)."""
-    import torch
-
-    config = init_config(arch, preset, overrides)
-    torch.manual_seed(seed)
-    return get(arch).generator_class(config).eval()
+    return build_generator(init_config(arch, preset, overrides), seed)
 
 
-__all__ = ["BUNDLED_NAME", "atomic_write", "bundled_path", "check_fits", "init_config",
+__all__ = ["BUNDLED_NAME", "atomic_write", "build_generator", "bundled_path", "check_fits", "init_config",
            "init_generator", "load_generator", "parse_config", "read_config", "require_weights",
            "save_generator", "shape_plan", "weight_shapes"]

@@ -125,9 +125,6 @@ def get(name: str) -> Architecture:
     return arch
 
 
-def config_class(name: str):
-    return get(name).config_class
 
-
-__all__ = ["BUILTIN", "GROUP", "Architecture", "Entry", "config_class", "entries", "get",
+__all__ = ["BUILTIN", "GROUP", "Architecture", "Entry", "entries", "get",
            "register"]
