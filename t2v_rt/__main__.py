@@ -1,3 +1,3 @@
-from t2v_rt.cli import entry
+from t2v_rt.launch import entry
 
 entry()

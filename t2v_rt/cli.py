@@ -15,7 +15,8 @@ from fractions import Fraction
 from pathlib import Path
 
 from t2v_rt import __version__
-from t2v_rt.errors import T2VError, UsageError
+from t2v_rt.console import say
+from t2v_rt.errors import EnvironmentFailure, T2VError, UsageError, environment_failure
 
 PROG = "t2v-rt"
 MAX_FPS = 240
@@ -28,9 +29,9 @@ DEFAULT_PROMPT_HELP = 'e.g. "a large red circle moving left and right slowly"'
 
 
 def log(msg: str) -> None:
-    if sys.stderr is None:      # never print(file=None): that is stdout, the video
-        return
-    print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+    """One line on stderr. Logs never stop the work: a closed or full stderr (``2>&-``,
+    ``2>/dev/full``) drops them, and they never go to stdout (the video)."""
+    say(f"{PROG}: {msg}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,23 +76,51 @@ def _size(text: str) -> int:
 
 
 def _checked(convert, kind: str, ok, rule: str):
-    """An argparse type: ``convert`` the text, then require ``ok(value)``."""
+    """An argparse type: ``convert`` the text, then require ``ok(value)``. Bounds are checked
+    where the value is parsed, so no command ever starts on an absurd size."""
 
     def parse(text: str):
+        shown = text if len(text) <= 40 else text[:37] + "..."
         try:
             value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {kind}, got '{text}'") from None
+            raise argparse.ArgumentTypeError(f"must be {kind}, got '{shown}'") from None
         if not ok(value):
-            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {shown}")
         return value
 
     return parse
 
 
-_seconds = _checked(float, "a number", lambda s: 0 < s < float("inf"), "a positive number")
-_offset = _checked(float, "a number", lambda s: 0 <= s < float("inf"), "zero or a positive number")
+def _upto(convert, kind: str, low: float, high: float, unit: str = "", low_open: bool = True):
+    """``convert``ed text in (low, high] (or [low, high])."""
+    def num(x: float) -> str:
+        return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+    rule = (f"a positive number, at most {num(high)}{unit}" if low_open and low == 0
+            else f"at least {num(low)}, at most {num(high)}{unit}" if not low_open
+            else f"in ({num(low)}, {num(high)}]{unit}")
+    return _checked(convert, kind, lambda v: (v > low if low_open else v >= low) and v <= high,
+                    rule)
+
+
+# Bounds of sizes (the largest a sensible run asks for, never a limit of the hardware).
+MAX_STREAM_SECONDS = 1e9          # 31 years: "forever" is no --seconds at all
+MAX_FRAMES = 10**12
+MAX_GENERATE_SECONDS = 24 * 3600  # a file of a day's video
+MAX_EVAL_SAMPLES = 100_000
+MAX_EVAL_SECONDS = 60.0
+MAX_OFFSET = 1e7                  # 116 days into a video
+MAX_GOP = 100_000
+
+_seconds = _upto(float, "a number", 0, MAX_STREAM_SECONDS, " s")
+_generate_seconds = _upto(float, "a number", 0, MAX_GENERATE_SECONDS, " s")
+_eval_seconds = _upto(float, "a number", 0, MAX_EVAL_SECONDS, " s")
+_offset = _upto(float, "a number", 0, MAX_OFFSET, " s", low_open=False)
 _count = _checked(int, "an integer", lambda n: n >= 1, "at least 1")
+_frames = _upto(int, "an integer", 1, MAX_FRAMES, low_open=False)
+_samples = _upto(int, "an integer", 1, MAX_EVAL_SAMPLES, low_open=False)
+_gop = _upto(int, "an integer", 1, MAX_GOP, " frames", low_open=False)
 _seed = _checked(int, "an integer", lambda n: 0 <= n < 2**63, "in [0, 2^63)")
 _kbps = _checked(int, "an integer", lambda n: 0 <= n <= 1_000_000, "in [0, 1000000] kbit/s")
 _quality = _checked(int, "an integer", lambda n: 1 <= n <= 51, "in [1, 51]")
@@ -132,7 +161,7 @@ def _add_video_args(p: argparse.ArgumentParser, default_size: int = 256) -> None
                         "here: NVENC, then GPU JPEG (NUT/Matroska), then libx264; raw for Y4M)")
     p.add_argument("--codec", default="h264", choices=("h264", "hevc"),
                    help="h264 (default) or hevc (NVENC only)")
-    p.add_argument("--gop", type=_count, default=None,
+    p.add_argument("--gop", type=_gop, default=None,
                    help="frames between keyframes, each repeating SPS/PPS (default 2 s)")
     p.add_argument("--bitrate", type=_kbps, default=0, metavar="KBPS",
                    help="target bitrate in kbit/s (default: constant quality)")
@@ -152,9 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_video_args(p)
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--seconds", type=_seconds, help="stop after this many seconds of video")
-    stop.add_argument("--frames", type=_count, help="stop after this many frames")
+    stop.add_argument("--frames", type=_frames, help="stop after this many frames")
     p.add_argument("--no-realtime", dest="realtime", action="store_false",
                    help="generate as fast as possible instead of at --fps")
+    p.add_argument("--interactive", action="store_true",
+                   help="read new prompts from stdin, one a line, while the video plays: the "
+                        "picture morphs to each (a prompt the model cannot read is refused "
+                        "on stderr and the stream goes on)")
+    p.add_argument("--morph", type=_offset, default=1.0, metavar="SECONDS",
+                   help="with --interactive: how long the picture takes to morph into a new "
+                        "prompt (default 1; 0: at once)")
     p.add_argument("--format", default=STDOUT_FORMAT, choices=("mpegts", "nut", "matroska", "y4m"),
                    help=f"container on stdout (default {STDOUT_FORMAT}: the first picture shows "
                         "soonest in ffplay and mpv reading a pipe, bench/first_picture.py; "
@@ -164,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_video_args(p)
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output file; the container follows the extension: .mp4 .mkv .ts .y4m")
-    p.add_argument("--seconds", type=_seconds, default=4.0, help="duration (default 4)")
+    p.add_argument("--seconds", type=_generate_seconds, default=4.0,
+                   help=f"duration (default 4, at most {MAX_GENERATE_SECONDS} s)")
 
     p = sub.add_parser("train", help="train a generator (progress on stderr)")
     p.add_argument("--steps", type=int, default=None, help="total steps (default 20000)")
@@ -173,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--config", type=Path, default=None, help="a config.json to start from")
-    p.add_argument("--resume", default=None, help="a run folder or checkpoint to continue")
+    p.add_argument("--resume", default=None,
+                   help="a run folder to continue in, or a checkpoint file (continued in a new "
+                        "run folder under --run-dir unless it is its own run's latest)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one training setting, e.g. --set adv_weight=0.1 "
                         "(repeatable; VALUE is JSON)")
@@ -186,10 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "attribute from the pixels and print per-attribute accuracy, "
                                    "the scores at t = 600 s, flicker and a Frechet distance to "
                                    "the contract renderer's videos.")
-    p.add_argument("--samples", type=_count, default=500, help="prompt x seed samples (default 500)")
+    p.add_argument("--samples", type=_samples, default=500,
+                   help=f"prompt x seed samples (default 500, at most {MAX_EVAL_SAMPLES})")
     p.add_argument("--seed", type=_seed, default=0, help="draws the prompts and seeds (default 0)")
     p.add_argument("--fps", type=_fps, default=Fraction(15), help="frame rate (default 15)")
-    p.add_argument("--seconds", type=_seconds, default=2.0, help="clip length (default 2)")
+    p.add_argument("--seconds", type=_eval_seconds, default=2.0,
+                   help=f"clip length (default 2, at most {MAX_EVAL_SECONDS:g})")
     p.add_argument("--long-run", type=_offset, default=600.0, metavar="SECONDS",
                    help="also score the clip starting this late (default 600; 0: skip)")
     _add_backend_args(p)
@@ -254,6 +295,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None,
                    help="also report on this model: its architecture, config and how many "
                         "blocks the triton backend fuses")
+
+    p = sub.add_parser("serve", help="serve live video streams over HTTP",
+                       description="Serve live video over HTTP: POST /api/streams {prompt} "
+                                   "gives a video_url that 'ffplay URL' plays; PATCH changes the "
+                                   "prompt while it plays; /metrics (Prometheus), /docs (OpenAPI). "
+                                   "Every stream runs on one backend, batched. Needs "
+                                   "pip install 't2v-rt[serve]'.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_checked(int, "an integer", lambda n: 0 <= n <= 65535,
+                                           "in [0, 65535]"), default=8000,
+                   help="port (default 8000; 0: any free one, printed on stderr)")
+    _add_backend_args(p)
+    p.add_argument("--max-streams", type=_count, default=64,
+                   help="hard cap on streams at once (default 64); below it, streams are "
+                        "admitted by measured capacity (503 + Retry-After past it)")
+    p.add_argument("--ray", action="store_true",
+                   help="run --replicas servers behind Ray Serve's HTTP proxy, each stream "
+                        "pinned to its replica (a local Ray, or the cluster RAY_ADDRESS names; "
+                        "--max-streams is then per replica). Needs pip install 't2v-rt[ray]'")
+    p.add_argument("--replicas", type=_count, default=None,
+                   help="with --ray: how many t2v-rt servers (default 2)")
     return parser
 
 
@@ -277,6 +339,9 @@ def _check_video_args(args):
 
 def cmd_stream(args) -> int:
     _check_video_args(args)
+    if _Stdio.stdout_closed:
+        raise UsageError("stdout is closed; send the video to a player or a file, e.g. "
+                         "'t2v-rt stream \"a red ball\" | ffplay -' or '> clip.mkv'")
     if sys.stdout.isatty():
         raise UsageError("stdout is a terminal; pipe the video to a player, e.g. "
                          "'t2v-rt stream \"a red ball\" | ffplay -'")
@@ -292,7 +357,25 @@ def cmd_stream(args) -> int:
                          realtime=args.realtime)
     backend = create_backend(args.backend, args.model, log=log)
     video = Video(backend, args.prompt, args.seed)
+    if args.interactive:
+        import threading
+
+        def read_prompts() -> None:
+            # each line on stdin is a new prompt; a bad one is refused and the stream goes on
+            for line in sys.stdin:
+                prompt = line.strip()
+                if not prompt:
+                    continue
+                try:
+                    video.set_prompt(prompt, args.morph)
+                except T2VError as e:
+                    log(f"error: {e} (still showing '{video.prompt}')")
+                    continue
+                log(f"prompt: '{prompt}' (morph {args.morph:g} s)")
+
+        threading.Thread(target=read_prompts, name="t2v-rt-prompts", daemon=True).start()
     out = FdWriter(sys.stdout.fileno())
+    _Stdio.writing_stdout = True
     sink = open_sink(args.encoder, out, args.format, args.fps, args.size, _encoder_options(args),
                      on_cuda=backend.on_cuda, log=log)
     log(f"streaming '{args.prompt}' | {backend.describe()} | {sink.describe()} | "
@@ -300,7 +383,7 @@ def cmd_stream(args) -> int:
         f"{'forever (Ctrl-C to stop)' if frames is None else f'{frames} frames'}")
     _StopRequest.streaming = True
     try:
-        n = run_stream(video, sink, opts, stop=lambda: _StopRequest.requested)
+        n = run_stream(video, sink, opts, stop=lambda: _StopRequest.requested, log=log)
     finally:
         _StopRequest.streaming = False
     sink.close()
@@ -310,17 +393,36 @@ def cmd_stream(args) -> int:
     return 0
 
 
-def _check_writable(folder: Path) -> None:
-    """Create and remove a file in ``folder``: the only test that holds for root and odd file systems."""
+def _check_output(out: Path, flag: str, example: str) -> None:
+    """Before any work: ``out`` (given by ``flag``) can be written where it is. A file is made
+    and removed beside it, named as :func:`t2v_rt.files.atomic_write` names its temporary
+    file (so a name too long for the file system, a read-only or full folder, a path through a
+    file all fail here, in one line, not after minutes of work)."""
     import tempfile
 
+    parent = out.parent if str(out.parent) else Path(".")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".t2v-rt-probe-", dir=folder)
+        if out.is_dir():
+            raise UsageError(f"{flag} '{_shorter(out)}' is a folder; give a file name such as "
+                             f"{_shorter(out / example)}")
+        if not parent.is_dir():
+            why = "is a file, not a folder" if parent.exists() else "does not exist; create it"
+            raise UsageError(f"output folder '{_shorter(parent)}' of {flag} {why} or choose "
+                             f"another {flag}")
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix, dir=parent)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise UsageError(f"output folder '{folder}' is not writable ({e.strerror}); "
-                         "choose another -o") from None
+        if e.errno == errno.ENAMETOOLONG:
+            raise UsageError(f"{flag} '{_shorter(out.name)}' is too long a name for its file "
+                             f"system ({e.strerror}); choose a shorter name") from None
+        raise UsageError(f"output folder '{_shorter(parent)}' is not writable ({e.strerror}); "
+                         f"choose another {flag}") from None
+
+
+def _shorter(text, limit: int = 80) -> str:
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 2:]}"
 
 
 def cmd_generate(args) -> int:
@@ -332,12 +434,7 @@ def cmd_generate(args) -> int:
     if fmt is None:
         raise UsageError(f"cannot tell the container from '{out.name}'; end the output name "
                          f"with one of {', '.join(EXTENSIONS)}")
-    parent = out.parent if str(out.parent) else Path(".")
-    if out.is_dir():
-        raise UsageError(f"output '{out}' is a directory; give a file name such as {out}/clip.mp4")
-    if not parent.is_dir():
-        raise UsageError(f"output folder '{parent}' does not exist; create it or choose another -o")
-    _check_writable(parent)
+    _check_output(out, "-o", "clip.mp4")
     from t2v_rt.backends import create_backend
     from t2v_rt.encode.encoders import choose_encoder, open_sink
     from t2v_rt.files import atomic_write
@@ -373,50 +470,53 @@ def _needs(module: str, what: str) -> None:
 
 
 def cmd_train(args) -> int:
-    import json
-
     _needs("torch", "'t2v-rt train'")
-    from t2v_rt.models.shapes.train import TrainConfig, train
-
-    cfg = TrainConfig()
-    if args.config:
+    if args.resume:
         try:
-            cfg = TrainConfig.from_dict(json.loads(args.config.read_text()))
-        except (OSError, ValueError, TypeError) as e:
-            raise UsageError(f"cannot read training config {args.config}: {e}") from None
+            os.stat(args.resume)
+        except OSError as e:
+            raise UsageError(f"--resume {args.resume}: no such run folder or checkpoint "
+                             f"({e.strerror}); pass a run folder or a checkpoint file") from None
+    from t2v_rt.models.shapes.train import (
+        TrainConfig,
+        TrainInterrupted,
+        apply_settings,
+        read_config,
+        train,
+    )
+
+    # Every setting is checked where it is parsed (type, finite, bounds): one line naming it.
+    cfg = read_config(args.config) if args.config else TrainConfig()
     for key in ("steps", "batch_size", "run_dir", "seed", "device"):
         value = getattr(args, key)
         if value is not None:
-            setattr(cfg, key, value)
-    from dataclasses import fields
+            cfg.set(key, value, f"--{key.replace('_', '-')}")
+    apply_settings(cfg, args.set)
 
-    known = {f.name for f in fields(TrainConfig)} - {"model"}
-    for item in args.set:
-        key, eq, value = item.partition("=")
-        if not eq or key not in known:
-            raise UsageError(f"--set {item}: expected KEY=VALUE with KEY one of "
-                             f"{', '.join(sorted(known))}")
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            parsed = value
-        current = getattr(cfg, key)
-        if isinstance(current, (int, float)) and not isinstance(parsed, (int, float)):
-            raise UsageError(f"--set {item}: {key} must be a number")
-        setattr(cfg, key, type(current)(parsed) if isinstance(current, (int, float)) else parsed)
-    if cfg.steps < 1 or cfg.batch_size < 1:
-        raise UsageError("--steps and --batch-size must be at least 1")
-    if cfg.device == "cuda":
-        import torch
+    # Ctrl-C / SIGTERM: the first finishes the step and saves it, a second stops at once.
+    # Either way the files are whole (atomic writes) and the end is one line, exit 130.
+    import threading
 
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda but PyTorch sees no CUDA GPU; use --device cpu")
-    if args.resume and not Path(args.resume).exists():
-        raise UsageError(f"--resume {args.resume}: no such run folder or checkpoint")
+    stop_requested: list[int] = []
+
+    def on_signal(signum, frame):
+        if stop_requested:
+            raise KeyboardInterrupt
+        stop_requested.append(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
     try:
-        run = train(cfg, resume=args.resume, dry_run=args.dry_run)
-    except FileNotFoundError as e:
-        raise UsageError(str(e)) from None
+        run = train(cfg, resume=args.resume, dry_run=args.dry_run,
+                    stop=lambda: bool(stop_requested))
+    except TrainInterrupted as e:
+        log(str(e))
+        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     log(f"run folder: {run}")
     return 0
 
@@ -434,8 +534,8 @@ def cmd_eval(args) -> int:
     )
     from t2v_rt.generators.io import atomic_write
 
-    if args.json is not None and not args.json.parent.is_dir():
-        raise UsageError(f"folder of --json '{args.json.parent}' does not exist")
+    if args.json is not None:
+        _check_output(args.json, "--json", "eval.json")
     if args.reference:
         if args.model is not None:
             raise UsageError("--reference scores the renderer, not a model: drop --model")
@@ -463,7 +563,8 @@ def cmd_eval(args) -> int:
 
 
 def _check_out_folder(out: Path | None) -> None:
-    """``--out`` of export-onnx / build-engine: a folder that exists or can be made."""
+    """``--out`` of export-onnx / build-engine: a folder that exists or can be made, and can
+    be written (checked before any work)."""
     if out is None:
         return
     if out.exists() and not out.is_dir():
@@ -472,21 +573,21 @@ def _check_out_folder(out: Path | None) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create --out folder '{out}' ({e.strerror}); choose another") from None
+    _check_output(out / "export.json", "--out", "export.json")
 
 
 def cmd_export_onnx(args) -> int:
     _needs("torch", "'t2v-rt export-onnx'")
     _needs("onnx", "'t2v-rt export-onnx'")
-    from t2v_rt.compile.cache import model_folder
     from t2v_rt.compile.export import PRECISIONS, export_to_folder
     from t2v_rt.generators.io import require_weights
 
     weights = require_weights(args.model)
     _check_out_folder(args.out)
-    out = args.out or model_folder(weights)
     precisions = PRECISIONS if args.precision == "all" else (args.precision,)
-    log(f"exporting {weights} ({', '.join(precisions)}) to {out}")
-    print(export_to_folder(weights, out, precisions, log=log, force=args.force))
+    log(f"exporting {weights} ({', '.join(precisions)}) to {args.out or 'the cache'}")
+    # None: the model's folder in the cache, with its fallbacks (t2v_rt.compile.cache)
+    print(export_to_folder(weights, args.out, precisions, log=log, force=args.force))
     return 0
 
 
@@ -526,12 +627,8 @@ def cmd_init_model(args) -> int:
     if out.suffix != ".safetensors":
         raise UsageError(f"-o {out}: the weights file must end in .safetensors (the config "
                          "goes beside it as .json)")
-    if out.is_dir():
-        raise UsageError(f"-o {out} is a directory; give a file name such as {out}/model.safetensors")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"output folder '{parent}' does not exist; create it or choose another -o")
-    _check_writable(parent)
+    _check_output(out, "-o", "model.safetensors")
+    _check_output(out.with_suffix(".json"), "-o", "model.json")
     overrides = parse_set(args.set)
     config = init_config(args.arch, args.preset, overrides)   # validated and bounded first
     _needs("torch", "'t2v-rt init-model'")
@@ -554,9 +651,41 @@ def cmd_doctor(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from t2v_rt.errors import RuntimeUnavailable
+    from t2v_rt.serve import missing
+
+    lacking = missing()
+    if lacking:
+        raise RuntimeUnavailable(f"'t2v-rt serve' needs {' and '.join(lacking)}, which this "
+                                 "install does not have: pip install 't2v-rt[serve]'")
+    if args.replicas is not None and not args.ray:
+        raise UsageError("--replicas goes with --ray (one server runs one replica)")
+    _model_config(args)
+    if args.ray:
+        from t2v_rt.extras import have
+
+        if not have("ray"):
+            raise RuntimeUnavailable("'t2v-rt serve --ray' needs Ray Serve, which this install "
+                                     "does not have: pip install 't2v-rt[ray]'")
+        from t2v_rt.serve.ray_app import serve_ray
+
+        return serve_ray(args.host, args.port, args.replicas or 2, args.model, args.backend,
+                         args.max_streams, log)
+    from t2v_rt.backends import create_backend
+    from t2v_rt.serve.app import serve
+
+    backend = create_backend(args.backend, args.model, log=log)
+    try:
+        return serve(args.host, args.port, backend, args.max_streams, log)
+    finally:
+        backend.close()
+
+
 COMMANDS = {"stream": cmd_stream, "generate": cmd_generate, "train": cmd_train,
             "eval": cmd_eval, "export-onnx": cmd_export_onnx, "build-engine": cmd_build_engine,
-            "models": cmd_models, "init-model": cmd_init_model, "doctor": cmd_doctor}
+            "models": cmd_models, "init-model": cmd_init_model, "doctor": cmd_doctor,
+            "serve": cmd_serve}
 
 
 def _stdout_gone() -> None:
@@ -582,6 +711,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"error: {e}")
         return e.exit_code
     except KeyboardInterrupt:
+        _StopRequest.finishing()
         log("interrupted")
         return 130
     except BaseException as e:
@@ -590,10 +720,60 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if isinstance(e, SystemExit):
             raise
+        if _StopRequest.interrupted or _interrupted(e):
+            # a signal broke what ran (an extension's import says "initialization failed")
+            _StopRequest.finishing()
+            log("interrupted")
+            return 130
+        failure = _environment(e)
+        if failure is not None:
+            log(f"error: {failure}")
+            return failure.exit_code
         if os.environ.get("T2V_RT_DEBUG"):
             raise
         log(f"internal error: {type(e).__name__}: {e} (set T2V_RT_DEBUG=1 for a traceback)")
         return 1
+
+
+def _interrupted(e: BaseException) -> bool:
+    """Whether ``e`` is what a Ctrl-C turned into (somewhere on its chain of causes)."""
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+_OUT_OF_MEMORY = ("out of memory; close other programs, or use a smaller --size, batch "
+                  "or model")
+
+
+def _environment(e: BaseException) -> EnvironmentFailure | None:
+    """An exception of the machine rather than of t2v-rt (a full disk, a read-only folder, a
+    closed or full stdout, too little memory) as one :class:`EnvironmentFailure`; None for a
+    bug. (Imports nothing: it runs when memory may be exhausted.)"""
+    if isinstance(e, MemoryError):
+        return EnvironmentFailure(_OUT_OF_MEMORY)
+    if isinstance(e, ImportError) and "failed to map segment" in str(e):
+        return EnvironmentFailure(f"cannot load a library ({str(e)[:80]}): {_OUT_OF_MEMORY}")
+    av_error = type(e).__module__.startswith("av.")
+    if av_error and getattr(e, "errno", None) == errno.ENOMEM:
+        return EnvironmentFailure(f"the video encoder ran {_OUT_OF_MEMORY}")
+    if av_error and type(e).__name__ == "ExternalError":
+        # libx264 and other external codecs fail this way when they cannot allocate; they
+        # print their own reason on stderr just before.
+        reason = getattr(e, "strerror", None) or str(e)[:80]
+        return EnvironmentFailure(f"the video encoder failed ({reason}); its own reason is on "
+                                  "the line above (often: out of memory: close other programs "
+                                  "or lower --size)")
+    for exc in (e, e.__cause__, e.__context__):
+        if isinstance(exc, OSError):
+            what = "stdout" if exc.filename is None and _Stdio.writing_stdout else ""
+            failure = environment_failure(exc, what)
+            if failure is not None:
+                return failure
+    return None
 
 
 class _StopRequest:
@@ -601,48 +781,100 @@ class _StopRequest:
 
     A flag, not an exception: an exception raised inside PyAV's write callback can be lost
     in the C muxer, and the stream would carry on. A second signal, or one outside a stream,
-    interrupts at once.
+    interrupts at once, once: from then on (and while the interruption is reported) further
+    signals are ignored, so a burst of Ctrl-C never prints a traceback.
     """
 
     streaming = False
     requested = False
+    interrupted = False
+
+    raised_at = None            # time.monotonic() of the last KeyboardInterrupt raised
+    AGAIN_S = 1.0
 
     @classmethod
     def handler(cls, signum, frame):
+        import time
+
+        now = time.monotonic()
+        if cls.raised_at is not None and now - cls.raised_at < cls.AGAIN_S:
+            return      # a burst of signals interrupts once (no second exception mid-report)
         if cls.streaming and not cls.requested:
             cls.requested = True
             return
+        if cls.requested and not cls.streaming and cls.raised_at is None:
+            return      # the stream has stopped; the process is finishing anyway
+        # Raised again only if a second passed and the process still runs: an import that
+        # turned the first one into an ImportError someone caught must not make t2v-rt
+        # impossible to stop.
+        cls.interrupted, cls.raised_at = True, now
         raise KeyboardInterrupt
 
+    @staticmethod
+    def finishing() -> None:
+        """Ignore further Ctrl-C / SIGTERM: the process is reporting and exiting."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                if signal.getsignal(sig) == _StopRequest.handler:   # entry() installed it
+                    signal.signal(sig, signal.SIG_IGN)
+            except (ValueError, OSError):    # not the main thread
+                pass
 
-def _stderr_open() -> None:
-    """With stderr closed (``2>&-``) Python sets ``sys.stderr`` to None, and ``print(...,
-    file=None)`` writes to stdout: into the video. Point fd 2 at /dev/null instead, so logs
-    never touch stdout."""
-    try:
-        os.fstat(2)
-        return
-    except OSError:
-        pass
-    fd = os.open(os.devnull, os.O_WRONLY)
-    if fd != 2:
-        os.dup2(fd, 2)
-    sys.stderr = open(2, "w", closefd=False)
+
+def _stdio_open() -> None:
+    """A closed stdout or stderr (``>&-``, ``2>&-``) is pointed at /dev/null, so that no file
+    opened later takes its descriptor (a model file receiving the video, logs written into the
+    video), and Python's ``sys.stdout``/``sys.stderr`` are never None (``print(file=None)``
+    writes to stdout). ``stream`` refuses a closed stdout (:attr:`_Stdio.stdout_closed`)."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        if fd == 1:
+            _Stdio.stdout_closed = True
+        null = os.open(os.devnull, os.O_WRONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, open(fd, "w", closefd=False))
+
+
+class _Stdio:
+    stdout_closed = False       # closed when t2v-rt started
+    writing_stdout = False      # stream: an OSError without a file name is stdout's
 
 
 def entry() -> None:
-    _stderr_open()
+    from t2v_rt import launch
+
+    _stdio_open()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # EPIPE as an exception, handled above
     # Ctrl-C and `kill` end a stream cleanly (the container's end is written), also when
     # the parent started us with SIGINT ignored, as shells do for background jobs.
     signal.signal(signal.SIGINT, _StopRequest.handler)
     signal.signal(signal.SIGTERM, _StopRequest.handler)
-    code = main()
+    if launch.signalled():          # Ctrl-C while starting: nothing has been done yet
+        log("interrupted")
+        _finish(130)
+    try:
+        code = main()
+    except KeyboardInterrupt:       # the one interruption, after main's own handlers
+        code = 130
+    try:
+        _finish(code)
+    except KeyboardInterrupt:       # it came later still; the handler raises once only
+        _finish(130)
+
+
+def _finish(code: int) -> None:
+    _StopRequest.finishing()        # from here on signals are ignored: the process is ending
     # Exit as soon as the stream is flushed: skip the interpreter's teardown (garbage
     # collection of the model, thread pools), seconds after 'done:' on a 2-core machine.
     for f in (sys.stdout, sys.stderr):
         try:
             f.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             pass
     os._exit(code)

@@ -135,6 +135,9 @@ def report(model=None) -> str:
     lines.append(f"auto encoder: {choose_encoder('auto', 'mpegts', on_cuda)} (y4m: raw)")
     if model is not None:
         lines += _model_lines(model)
+    from t2v_rt.compile.cache import cache_status
+
+    lines.append(f"cache: {cache_status()}")
     bp = bundled_path()
     lines.append(f"bundled model: {bp} ({'present' if bp.is_file() else 'MISSING'})")
     if bp.is_file():

@@ -37,3 +37,54 @@ class CompileError(T2VError):
     engine build that fails): the message says what and what to do. Exit code 1."""
 
     exit_code = 1
+
+
+class EnvironmentFailure(T2VError):
+    """The machine stops the work: a full disk, a read-only or unwritable folder, a name too
+    long for its file system, a closed output, too little memory. The message names the path,
+    the reason and the fix. Exit code 1."""
+
+    exit_code = 1
+
+
+# errno -> what the user can do about it.
+_FIXES = {
+    "ENOSPC": "free some space there or choose another location",
+    "EDQUOT": "free some space (disk quota exceeded) or choose another location",
+    "EROFS": "the file system is read-only; choose a writable location",
+    "EACCES": "no permission; choose a location you can write, or fix its permissions",
+    "EPERM": "not permitted; choose a location you can write, or fix its permissions",
+    "ENAMETOOLONG": "choose a shorter file name",
+    "ENOTDIR": "a part of the path is a file, not a folder; fix the path",
+    "EISDIR": "that path is a folder; give a file name",
+    "ENOENT": "a folder on the way does not exist; create it or fix the path",
+    "EMFILE": "too many open files; raise the limit (ulimit -n)",
+    "ENFILE": "too many open files on this machine; close some programs",
+    "ENOMEM": "not enough memory; close other programs or use a smaller model or --size",
+    "EIO": "an input/output error of the device; check the disk",
+    "ELOOP": "too many symbolic links on the path; fix the path",
+    "EFBIG": "the file is too large for this file system; choose another location",
+    "EEXIST": "something is already there; remove it or choose another name",
+    "EBADF": "the file descriptor is closed; redirect it to a file or a pipe",
+    "ETXTBSY": "the file is in use; choose another name",
+}
+
+ENVIRONMENT_ERRNOS = frozenset(_FIXES)
+
+
+def environment_failure(e: OSError, what: str = "") -> EnvironmentFailure | None:
+    """An OSError of the environment (an errno in ENVIRONMENT_ERRNOS) as one line naming the
+    path, the reason and the fix; None for any other OSError (a bug stays a bug)."""
+    import errno as _errno
+
+    name = _errno.errorcode.get(e.errno or 0, "")
+    if name not in _FIXES:
+        return None
+    where = what or (f"'{_short(e.filename)}'" if e.filename is not None else "")
+    reason = e.strerror or name
+    return EnvironmentFailure(f"{'cannot use ' + where + ': ' if where else ''}{reason}; {_FIXES[name]}")
+
+
+def _short(path, limit: int = 120) -> str:
+    text = str(path)
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 2:]}"

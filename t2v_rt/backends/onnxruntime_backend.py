@@ -1,9 +1,10 @@
 """The ``onnxruntime`` backend: the exported ONNX graphs (``t2v_rt.compile.graphs``) through
 ONNX Runtime; CPU, or CUDA when onnxruntime-gpu provides it. numpy in, numpy out: this path
 needs no PyTorch. The graphs come shipped beside the weights (the bundled model) or from the
-cache, exported and checked against PyTorch on first use of any other model. Any
-architecture: a recurrent generator's ``init`` and ``step`` graphs carry its state between
-batches."""
+cache, exported and checked against PyTorch on first use of any other model (kept in memory
+when no cache folder is writable). Sessions are made from the bytes whose digest was checked.
+Any architecture: a recurrent generator's ``init`` and ``step`` graphs carry its state
+between batches."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from t2v_rt.backends.base import Backend, as_numpy
-from t2v_rt.compile.cache import model_folder
 from t2v_rt.compile.graphs import ensure_exported, ort_session
 from t2v_rt.generators.io import read_config, require_weights
 
@@ -32,10 +32,10 @@ class OnnxRuntimeBackend(Backend):
         weights = require_weights(model)
         self.config = read_config(weights)
         self.precision = precision
-        graphs = ensure_exported(weights, model_folder(weights), precision, log)
+        graphs = ensure_exported(weights, precision, log)
         self.providers = providers()
-        self._sessions = {name: ort_session(path, threads, self.providers)
-                          for name, path in graphs.items()}
+        self._sessions = {name: ort_session(g.data, threads, self.providers)
+                          for name, g in graphs.items()}
         self.device = "cpu"     # inputs and outputs are host arrays
 
     def _run(self, graph: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -17,8 +17,11 @@ TensorRT-RTX's kernel compilation), then capture on a side stream and ``replay()
 fails the backend says so once and enqueues plainly from then on.
 
 TensorRT-RTX compiles its kernels for the GPU when a context is created and at new shapes
-(JIT); its runtime cache keeps them beside the engines, one file per GPU model, loaded when
-present and written after the first frames and when the backend closes.
+(JIT); its runtime cache keeps them beside the engines, one file per GPU model with a record
+of its digest, GPU and version (``t2v_rt.compile.engine.read_runtime_cache``): loaded only when
+the record matches the bytes read and this GPU and version, else ignored with one log line;
+written (atomically, under the engine folder's lock) after the first frames and when the
+backend closes.
 
 Not yet run on a GPU (none was available for this work): written against the TensorRT-RTX
 1.7 Python API as installed (``help()`` on its classes) and NVIDIA's documentation.
@@ -39,12 +42,15 @@ from t2v_rt.compile.engine import (
     capability_problem,
     find_engine,
     flavour_label,
+    read_runtime_cache,
+    runtime_cache_identity,
     tensorrt_module,
     validity_problem,
+    write_runtime_cache,
 )
 from t2v_rt.compile.graphs import IO, graph_names
 from t2v_rt.errors import RuntimeUnavailable
-from t2v_rt.files import atomic_write
+from t2v_rt.files import read_inside, sha256_bytes
 from t2v_rt.generators.io import read_config, require_weights
 
 TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16,
@@ -122,16 +128,26 @@ def trt_logger(trt):
     return Log()
 
 
-def deserialize_engine(trt, flavour: str, runtime, errors: collections.deque, path: Path, log):
-    """The engine at ``path``; for TensorRT-RTX its header is checked first
-    (``get_engine_validity``). ``errors``: where ``runtime``'s logger keeps TensorRT's errors,
-    quoted in the message when it refuses."""
+def deserialize_engine(trt, flavour: str, runtime, errors: collections.deque, path: Path, log,
+                       sha256: str | None = None):
+    """The engine at ``path`` (a plain file, not a link); ``sha256``: the manifest's digest,
+    checked on the very bytes then deserialised; for TensorRT-RTX the header is checked
+    first (``get_engine_validity``). ``errors``: where ``runtime``'s logger keeps TensorRT's
+    errors, quoted in the message when it refuses."""
     label = flavour_label(flavour, trt.__version__)
 
     def said() -> str:
         return f" (TensorRT: {errors[0]})" if errors else ""
 
-    blob = path.read_bytes()
+    blob = read_inside(path.parent, path.name)
+    if blob is None:
+        raise RuntimeUnavailable(f"cannot read the engine {path} (missing, unreadable or not a "
+                                 f"plain file); rebuild with 't2v-rt build-engine --force', or "
+                                 f"{OTHER_BACKEND}")
+    if sha256 is not None and sha256_bytes(blob) != sha256:
+        raise RuntimeUnavailable(f"the engine {path} differs from its manifest's digest (changed "
+                                 f"or cut); rebuild with 't2v-rt build-engine --force', or "
+                                 f"{OTHER_BACKEND}")
     errors.clear()
     if flavour == "tensorrt_rtx":
         validity, diagnostics = runtime.get_engine_validity(blob)
@@ -275,8 +291,10 @@ class TensorRTBackend(Backend):
         torch.zeros(1, device=self.device)     # a current CUDA context, shared with TensorRT
         self._logger = trt_logger(trt)
         self._runtime = trt.Runtime(self._logger)
+        digests = found.manifest.get("engine_sha256", {})
         engines = {name: deserialize_engine(trt, self.flavour, self._runtime, self._logger.errors,
-                                            self.folder / f"{name}.engine", self.log)
+                                            self.folder / f"{name}.engine", self.log,
+                                            sha256=digests.get(name, ""))
                    for name in names}
         self._rt_cache_path, self._rt_cache_bytes = None, b""
         if self.flavour == "tensorrt_rtx":
@@ -284,6 +302,7 @@ class TensorRTBackend(Backend):
             self._rt_configs = {name: engines[name].create_runtime_config() for name in names}
             self._rt_cache = self._rt_configs["style"].create_runtime_cache()
             self._rt_cache_path = self.folder / runtime_cache_name(self.gpu, self.cc)
+            self._rt_identity = runtime_cache_identity(self.gpu, self.cc, self.version)
             self._load_runtime_cache()
             if not self._rt_cache_bytes:
                 self.log(f"backend tensorrt: compiling TensorRT-RTX's kernels for {self.gpu} "
@@ -314,10 +333,15 @@ class TensorRTBackend(Backend):
     # --- set-up -------------------------------------------------------------------------
 
     def _load_runtime_cache(self) -> None:
+        """Load the runtime cache if :func:`read_runtime_cache` accepts it (a plain file in the
+        engine folder whose digest, on the bytes read, and GPU and version match its record)."""
         path = self._rt_cache_path
-        if not path.is_file():
+        blob, why = read_runtime_cache(self.folder, path.name, self._rt_identity)
+        if why:
+            self.log(f"backend tensorrt: ignoring the runtime cache {path} ({why}); kernels are "
+                     "compiled anew and the file replaced")
+        if blob is None:
             return
-        blob = path.read_bytes()
         if self._rt_cache.deserialize(blob):
             self._rt_cache_bytes = blob
             self.log(f"backend tensorrt: kernels from the runtime cache {path.name}")
@@ -333,7 +357,7 @@ class TensorRTBackend(Backend):
             memory = self._rt_cache.serialize()
             blob = bytes(memory) if memory is not None else b""
             if blob and blob != self._rt_cache_bytes:
-                atomic_write(self._rt_cache_path, lambda tmp: tmp.write_bytes(blob))
+                write_runtime_cache(self.folder, self._rt_cache_path.name, blob, self._rt_identity)
                 self._rt_cache_bytes = blob
                 self.log(f"backend tensorrt: runtime cache ({len(blob) / 1e6:.1f} MB) saved to "
                          f"{self._rt_cache_path}")

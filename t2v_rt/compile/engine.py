@@ -27,15 +27,18 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from t2v_rt.compile.cache import model_digest, model_folder
-from t2v_rt.compile.graphs import ensure_exported, file_sha256, graph_names
+from t2v_rt.compile.cache import locked, model_digest, model_folder, model_folders, store, store_in
+from t2v_rt.compile.graphs import (  # noqa: F401 - file_sha256: re-exported
+    Graph, ensure_exported, file_sha256, graph_names,
+)
 from t2v_rt.errors import CompileError, RuntimeUnavailable, UsageError
-from t2v_rt.files import atomic_write
+from t2v_rt.files import atomic_write, atomic_write_bytes, is_bare_name, read_inside, sha256_bytes
 
 MANIFEST = "manifest.json"
 FLAVOURS = ("tensorrt", "tensorrt_rtx")     # module names, in order of preference
@@ -78,10 +81,16 @@ def tensorrt_module():
                              "NVIDIA's full tensorrt")
 
 
+def engine_folder_name(flavour: str, version: str, precision: str, profile: Profile) -> str:
+    return f"{flavour}-{version}-{precision}-b{profile.min}_{profile.opt}_{profile.max}"
+
+
 def engine_folder(weights: Path, flavour: str, version: str, precision: str,
                   profile: Profile, root: Path | None = None) -> Path:
+    """Where :func:`build_engines` writes these engines in the cache (``root``: the cache root,
+    by default the one this process writes to)."""
     return (model_folder(weights, root) / "engines"
-            / f"{flavour}-{version}-{precision}-b{profile.min}_{profile.opt}_{profile.max}")
+            / engine_folder_name(flavour, version, precision, profile))
 
 
 def _progress_monitor(trt, log, label: str):
@@ -104,7 +113,7 @@ def _progress_monitor(trt, log, label: str):
     return Monitor()
 
 
-def _build_one(trt, flavour: str, onnx_path: Path, profile: Profile, log, label: str) -> tuple[bytes, list[str]]:
+def _build_one(trt, flavour: str, onnx: Graph, profile: Profile, log, label: str) -> tuple[bytes, list[str]]:
     logger = trt.Logger(trt.Logger.ERROR)
     builder = trt.Builder(logger)
     flags = 0
@@ -112,9 +121,10 @@ def _build_one(trt, flavour: str, onnx_path: Path, profile: Profile, log, label:
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    name = onnx.path.name if onnx.path is not None else f"the {onnx.graph} graph"
+    if not parser.parse(onnx.data):     # the bytes whose digest was checked
         errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
-        raise CompileError(f"TensorRT cannot parse {onnx_path.name}: {errors}")
+        raise CompileError(f"TensorRT cannot parse {name}: {errors}")
     config = builder.create_builder_config()
     opt_profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
@@ -134,7 +144,7 @@ def _build_one(trt, flavour: str, onnx_path: Path, profile: Profile, log, label:
                    for i in range(config.num_compute_capabilities)] or ["default (8.0, 8.6, 8.9, 12.x)"]
     engine = builder.build_serialized_network(network, config)
     if engine is None:
-        raise CompileError(f"TensorRT failed to build {onnx_path.name}; rerun with "
+        raise CompileError(f"TensorRT failed to build {name}; rerun with "
                            "T2V_RT_DEBUG=1 and see TensorRT's log")
     return bytes(engine), targets
 
@@ -171,9 +181,11 @@ def manifest_problem(manifest: dict | None, folder: Path, *, model_sha256: str, 
         return "the manifest lists no complete set of engines; rebuild with 't2v-rt build-engine --force'"
     for name, digest in engines.items():
         path = folder / f"{name}.engine"
-        if not path.is_file():
-            return f"{path.name} is missing; rebuild with 't2v-rt build-engine --force'"
-        if file_sha256(path) != digest:
+        data = read_inside(folder, path.name)       # a plain file in the folder, not a link
+        if data is None:
+            return (f"{path.name} is missing or not a plain file; rebuild with "
+                    "'t2v-rt build-engine --force'")
+        if sha256_bytes(data) != digest:
             return (f"{path.name} is corrupt or truncated (its digest differs from the "
                     "manifest's); rebuild with 't2v-rt build-engine --force'")
     return None
@@ -182,54 +194,94 @@ def manifest_problem(manifest: dict | None, folder: Path, *, model_sha256: str, 
 def build_engines(weights: Path, precision: str = "fp16", profile: Profile = Profile(1, 16, 64),
                   out: Path | None = None, force: bool = False, log=None) -> Path:
     """Build (or reuse) the engines of every exported graph of the model at ``weights`` (style
-    and frames; init and step for a recurrent generator); returns the engine folder. Progress
-    on ``log``."""
+    and frames; init and step for a recurrent generator); returns the engine folder: ``out``,
+    else in the model's cache folder (the first writable one, see
+    :mod:`t2v_rt.compile.cache`; :class:`t2v_rt.files.NotWritable` when none is). The
+    folder's lock is held while building and writing; engines another process built
+    meanwhile are reused. Progress on ``log``."""
     log = log or (lambda msg: None)
     flavour, trt = tensorrt_module()
     version = trt.__version__
-    root = model_folder(weights)
-    onnx_paths = ensure_exported(weights, root, precision, log)
-    onnx_sha = {name: file_sha256(path) for name, path in onnx_paths.items()}
+    graphs = ensure_exported(weights, precision, log)
+    onnx_sha = {name: g.sha256 for name, g in graphs.items()}
     digest = model_digest(weights)
-    folder = out or engine_folder(weights, flavour, version, precision, profile)
-    manifest = read_manifest(folder)
-    problem = manifest_problem(manifest, folder, model_sha256=digest, flavour=flavour,
-                               version=version, precision=precision, onnx_sha256=onnx_sha)
-    if problem is None and manifest.get("profile") == str(profile) and not force:
-        log(f"reusing the engines in {folder} (same model, ONNX, {flavour} {version}, "
-            f"{precision}, batch {profile}; --force rebuilds)")
-        return folder
+    name = engine_folder_name(flavour, version, precision, profile)
+
+    def reusable(folder: Path) -> bool:
+        manifest = read_manifest(folder)
+        ok = (not force and manifest_problem(manifest, folder, model_sha256=digest, flavour=flavour,
+                                             version=version, precision=precision,
+                                             onnx_sha256=onnx_sha) is None
+              and manifest.get("profile") == str(profile))
+        if ok:
+            log(f"reusing the engines in {folder} (same model, ONNX, {flavour} {version}, "
+                f"{precision}, batch {profile}; --force rebuilds)")
+        return ok
+
+    if out is None:
+        for folder in (f / "engines" / name for f in model_folders(weights)):
+            if not os.path.islink(folder) and reusable(folder):
+                return folder
+    built: dict[str, bytes] = {}
+    built_targets: list[str] = []
     start = time.time()
-    engines, targets = {}, []
-    for name, path in onnx_paths.items():
-        t0 = time.time()
-        log(f"building the {name} engine with {flavour} {version} ({precision}, batch {profile})")
-        engines[name], targets = _build_one(trt, flavour, path, profile, log, name)
-        log(f"built the {name} engine: {len(engines[name]) / 1e6:.1f} MB in {time.time() - t0:.1f} s")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / MANIFEST).unlink(missing_ok=True)     # no manifest while the engines change
-    for name, blob in engines.items():
-        atomic_write(folder / f"{name}.engine", lambda tmp, blob=blob: tmp.write_bytes(blob))
-    manifest = {
-        "model_sha256": digest, "onnx_sha256": onnx_sha,
-        "flavour": flavour, "version": version, "target_compute_capabilities": targets,
-        "precision": precision, "profile": str(profile), "graphs": list(onnx_paths),
-        "profiles": {name: [profile.min, profile.opt, profile.max] for name in onnx_paths},
-        "build_seconds": round(time.time() - start, 2),
-        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "engine_sha256": {name: file_sha256(folder / f"{name}.engine") for name in engines},
-    }
-    atomic_write(folder / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
-    log(f"engines and manifest in {folder} ({time.time() - start:.1f} s)")
+
+    def write(folder: Path) -> None:
+        if reusable(folder):            # built by another process while this one waited
+            return
+        if not built:       # built once, whichever folder then takes them
+            for gname, graph in graphs.items():
+                t0 = time.time()
+                log(f"building the {gname} engine with {flavour} {version} ({precision}, "
+                    f"batch {profile})")
+                built[gname], built_targets[:] = _build_one(trt, flavour, graph, profile, log,
+                                                            gname)
+                log(f"built the {gname} engine: {len(built[gname]) / 1e6:.1f} MB in "
+                    f"{time.time() - t0:.1f} s")
+        (folder / MANIFEST).unlink(missing_ok=True)     # no manifest while the engines change
+        try:
+            for gname, blob in built.items():
+                atomic_write_bytes(folder / f"{gname}.engine", blob)
+            manifest = {
+                "model_sha256": digest, "onnx_sha256": onnx_sha,
+                "flavour": flavour, "version": version,
+                "target_compute_capabilities": list(built_targets),
+                "precision": precision, "profile": str(profile), "graphs": list(graphs),
+                "profiles": {n: [profile.min, profile.opt, profile.max] for n in graphs},
+                "build_seconds": round(time.time() - start, 2),
+                "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "engine_sha256": {n: sha256_bytes(blob) for n, blob in built.items()},
+            }
+            atomic_write(folder / MANIFEST,
+                         lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
+        except BaseException:
+            for gname in built:         # engines without a manifest: space given back
+                (folder / f"{gname}.engine").unlink(missing_ok=True)
+            raise
+        log(f"engines and manifest in {folder} ({time.time() - start:.1f} s)")
+
+    if out is not None:
+        return store_in(Path(out), write, "the engines", "--out", log)
+    folder = store(lambda root: engine_folder(weights, flavour, version, precision, profile, root),
+                   write, log)
+    if folder is None:
+        model_folder(weights)       # raises NotWritable: engines need a folder on disk
     return folder
 
 
 def cached_engines(weights: Path) -> list[tuple[Path, dict | None]]:
-    """Every engine folder of the model at ``weights`` in the cache, with its manifest."""
-    base = model_folder(weights) / "engines"
-    if not base.is_dir():
-        return []
-    return [(d, read_manifest(d)) for d in sorted(base.iterdir()) if d.is_dir()]
+    """Every engine folder of the model at ``weights`` in the cache folders (the configured
+    cache's, then the temporary one's), with its manifest; symbolic links are passed over."""
+    found = []
+    for base in (folder / "engines" for folder in model_folders(weights)):
+        try:
+            if os.path.islink(base) or not os.path.isdir(base):
+                continue
+            folders = sorted(d for d in base.iterdir() if os.path.isdir(d) and not os.path.islink(d))
+        except OSError:         # unreadable: nothing found there
+            continue
+        found += [(d, read_manifest(d)) for d in folders]
+    return found
 
 
 def flavour_label(flavour: str, version: str) -> str:
@@ -352,8 +404,8 @@ def find_engine(weights: Path, flavour: str, trt, precision: str = "fp16",
         from t2v_rt.generators.io import bundled_path
 
         model = "" if weights == bundled_path() else f" --model {weights}"
-        where = f"{flavour_label(flavour, trt.__version__)} engine of this model in " \
-                f"{model_folder(weights) / 'engines'}"
+        folders = " or ".join(str(f / "engines") for f in model_folders(weights)) or "the cache"
+        where = f"{flavour_label(flavour, trt.__version__)} engine of this model in {folders}"
         build = f"build one with 't2v-rt build-engine{model}', or {OTHER_BACKEND}"
         if not passed:
             raise RuntimeUnavailable(f"no {where}; {build}")
@@ -392,3 +444,62 @@ def engine_status(folder: Path, manifest: dict | None, weights: Path) -> str:
     label = flavour_label(flavour, trt.__version__)
     return (f"intact; this GPU ({gpu}, compute capability {_cc(cc)}) is supported by {label}, "
             f"the engines target {', '.join(targets)}")
+
+
+# --- TensorRT-RTX's runtime cache -------------------------------------------------------------
+# Kernels TensorRT-RTX compiled for one GPU model, kept beside the engines (the backend names
+# the file, one per GPU model) with a record of what it is: its digest, the GPU, its compute
+# capability and the TensorRT-RTX version that wrote it. Both checks live here, torch-free, so
+# that they are tested without a GPU; the backend loads only what read_runtime_cache returns.
+
+def runtime_cache_identity(gpu: str, cc: tuple[int, int], version: str) -> dict:
+    """What a runtime cache is valid for: the GPU model, its compute capability, the version
+    of TensorRT-RTX."""
+    return {"gpu": gpu, "compute_capability": f"{cc[0]}.{cc[1]}", "tensorrt_rtx": version}
+
+
+def runtime_cache_record(name: str) -> str:
+    """The record beside the runtime cache ``name``: ``<name>.json``."""
+    return f"{name}.json"
+
+
+def read_runtime_cache(folder: Path, name: str, identity: dict) -> tuple[bytes | None, str | None]:
+    """The runtime cache ``name`` of the engine folder, when it may be loaded: a plain file
+    directly inside ``folder`` (not a link), beside a record naming ``identity`` and the SHA-256
+    of the very bytes returned. (bytes, None); (None, None) when there is none yet; (None,
+    why) when one is there and must be ignored (the caller compiles anew and replaces it)."""
+    if not is_bare_name(name):
+        return None, "its name points outside the engine folder"
+    if not os.path.lexists(folder / name):
+        return None, None
+    data = read_inside(folder, name)
+    if data is None:
+        return None, ("it is not a plain file inside the engine folder (a link, a folder or "
+                      "unreadable)")
+    raw = read_inside(folder, runtime_cache_record(name))
+    try:
+        record = json.loads(raw) if raw is not None else None
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        return None, f"no readable record of its digest ({runtime_cache_record(name)}) beside it"
+    for key, want in identity.items():
+        if record.get(key) != want:
+            return None, f"it was written for {key} {record.get(key)}, this is {want}"
+    if record.get("sha256") != sha256_bytes(data):
+        return None, "its digest differs from its record (changed or cut since it was written)"
+    return data, None
+
+
+def write_runtime_cache(folder: Path, name: str, blob: bytes, identity: dict) -> Path:
+    """Store the runtime cache ``blob`` as ``name`` in the engine folder with its record, under
+    the folder's lock, each file atomically. A reader that comes between the two writes finds
+    a digest that does not match, and ignores the file."""
+    if not is_bare_name(name):
+        raise ValueError(f"runtime cache name {name!r} is not a plain file name")
+    record = {**identity, "sha256": sha256_bytes(blob), "size": len(blob)}
+    with locked(folder):
+        atomic_write_bytes(folder / name, blob)
+        atomic_write(folder / runtime_cache_record(name),
+                     lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+    return folder / name

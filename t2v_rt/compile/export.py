@@ -25,18 +25,19 @@ import logging
 import random
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from t2v_rt.compile.graphs import (  # noqa: F401 - the graph names, files and sessions live there
-    FORMAT, IO, MANIFEST, OPSET, PRECISIONS, TOLERANCE, _read_manifest, cached_exports,
-    ensure_exported, file_sha256, graph_names, graph_path, ort_session,
+    FORMAT, IN_MEMORY, IO, MANIFEST, OPSET, PRECISIONS, TOLERANCE, Graph, cached_exports,
+    ensure_exported, file_sha256, graph_names, graph_path, load_exports, manifest_entries,
+    ort_session,
 )
 from t2v_rt.errors import CompileError, UsageError
-from t2v_rt.files import atomic_write
+from t2v_rt.files import atomic_write, atomic_write_bytes, sha256_bytes
 
 class StyleGraph(nn.Module):
     """tokens [B, L] int64, z [B, Z] -> w [B, S] (float32)."""
@@ -85,13 +86,25 @@ class StepGraph(nn.Module):
 
 @dataclass(frozen=True)
 class Export:
+    """One exported and checked graph, in memory: its file name and serialised model."""
     precision: str
     graph: str
-    path: Path
+    name: str             # its file name (graph_path)
     sha256: str
     rel_error: float      # against PyTorch fp32 through ONNX Runtime, fresh random inputs
     tolerance: float
     check_seed: int       # the seed of those inputs, to replay a failure
+    data: bytes = field(repr=False)
+
+    def entry(self) -> dict:
+        """Its manifest entry."""
+        return {"precision": self.precision, "graph": self.graph, "path": self.name,
+                "sha256": self.sha256, "rel_error": self.rel_error,
+                "tolerance": self.tolerance, "check_seed": self.check_seed}
+
+    def loaded(self, folder: Path | None) -> Graph:
+        return Graph(self.graph, self.precision, self.data, self.sha256,
+                     None if folder is None else folder / self.name)
 
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -126,7 +139,8 @@ def random_inputs(g, n_videos: int, n_frames: int, seed: int) -> dict[str, torch
     return out
 
 
-def _export(module: nn.Module, args: tuple, names: tuple[list[str], list[str]], path: Path) -> None:
+def _export(module: nn.Module, args: tuple, names: tuple[list[str], list[str]], name: str) -> bytes:
+    """The serialised ONNX model of ``module`` (in memory: written, if at all, by the caller)."""
     inputs, outputs = names
     batch = torch.export.Dim("batch", min=1, max=4096)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)   # optional torchvision ops
@@ -135,25 +149,39 @@ def _export(module: nn.Module, args: tuple, names: tuple[list[str], list[str]], 
         program = torch.onnx.export(
             module, args, dynamo=True, opset_version=OPSET, input_names=inputs,
             output_names=outputs, dynamic_shapes={k: {0: batch} for k in inputs}, verbose=False)
-    atomic_write(path, lambda tmp: program.save(str(tmp)))
+    try:
+        return program.model_proto.SerializeToString()
+    except ValueError as e:     # protobuf's 2 GB limit
+        raise CompileError(f"{name} does not fit in one ONNX file ({e}); models over 2 GB "
+                           "are not supported") from None
 
 
-def _check_graph(path: Path) -> None:
+def _check_graph(data: bytes) -> None:
     import onnx
 
-    onnx.checker.check_model(str(path), full_check=True)
-    onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
+    onnx.checker.check_model(data, full_check=True)
+    onnx.shape_inference.infer_shapes(onnx.load_from_string(data), check_type=True,
+                                      strict_mode=True)
 
 
 def export_model(g, out: Path, precisions: tuple[str, ...] = PRECISIONS, log=None,
                  check_seed: int | None = None,
                  skip: set[tuple[str, str]] = frozenset()) -> list[Export]:
-    """Write ``style.onnx`` (float32), ``frames-<precision>.onnx`` for each precision and, for
-    a recurrent generator, ``init.onnx`` and ``step.onnx`` (float32) into ``out``; check each
-    with ``onnx.checker`` and strict shape inference, then compare it with PyTorch fp32
-    through ONNX Runtime on fresh random inputs (other batch sizes than the export's). A
-    comparison over tolerance raises :class:`ExportMismatch` with the numbers, and the file
-    is not kept."""
+    """:func:`export_graphs`, each graph then written into ``out`` (atomically)."""
+    exports = export_graphs(g, precisions, log, check_seed, skip)
+    for e in exports:
+        atomic_write_bytes(Path(out) / e.name, e.data)
+    return exports
+
+
+def export_graphs(g, precisions: tuple[str, ...] = PRECISIONS, log=None,
+                  check_seed: int | None = None,
+                  skip: set[tuple[str, str]] = frozenset()) -> list[Export]:
+    """Export ``style.onnx`` (float32), ``frames-<precision>.onnx`` for each precision and, for
+    a recurrent generator, ``init.onnx`` and ``step.onnx`` (float32), in memory (none of
+    ``skip``); check each with ``onnx.checker`` and strict shape inference, then compare it
+    with PyTorch fp32 through ONNX Runtime on fresh random inputs (other batch sizes than the
+    export's). A comparison over tolerance raises :class:`ExportMismatch` with the numbers."""
     for p in precisions:
         if p not in PRECISIONS:
             raise UsageError(f"unknown precision '{p}'; choose from: {', '.join(PRECISIONS)}")
@@ -183,31 +211,27 @@ def export_model(g, out: Path, precisions: tuple[str, ...] = PRECISIONS, log=Non
     for name, precision, module, example, feed, want in jobs:
         if (name, precision) in skip:       # valid in the cache already
             continue
-        path = graph_path(out, name, precision)
+        file = graph_path(Path(), name, precision).name
         start = time.time()
-        _export(module, example, IO[name], path)
+        data = _export(module, example, IO[name], file)
+        _check_graph(data)
         try:
-            _check_graph(path)
-            try:
-                got = ort_session(path).run(None, feed)
-            except Exception as e:  # noqa: BLE001 - ONNX Runtime's own words, in one line
-                raise ExportMismatch(
-                    f"{path.name} does not run in ONNX Runtime on a batch other than the "
-                    f"export's ({str(e).splitlines()[0][:160]}); the generator's code probably "
-                    "fixes the batch size (use x.shape[0] or view(-1, ...) rather than "
-                    "len(x) or a Python int); the export is not kept") from None
-            err = max(relative_error(torch.from_numpy(a), b) for a, b in zip(got, want))
-            tol = TOLERANCE[precision]
-            if not err <= tol:
-                raise ExportMismatch(
-                    f"{path.name}: ONNX Runtime differs from PyTorch by {err:.3g} relative "
-                    f"(tolerance {tol:g}, check seed {seed}); the export is not kept")
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        log(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB, {time.time() - start:.1f} s); "
+            got = ort_session(data).run(None, feed)
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime's own words, in one line
+            raise ExportMismatch(
+                f"{file} does not run in ONNX Runtime on a batch other than the "
+                f"export's ({str(e).splitlines()[0][:160]}); the generator's code probably "
+                "fixes the batch size (use x.shape[0] or view(-1, ...) rather than "
+                "len(x) or a Python int); the export is not kept") from None
+        err = max(relative_error(torch.from_numpy(a), b) for a, b in zip(got, want))
+        tol = TOLERANCE[precision]
+        if not err <= tol:
+            raise ExportMismatch(
+                f"{file}: ONNX Runtime differs from PyTorch by {err:.3g} relative "
+                f"(tolerance {tol:g}, check seed {seed}); the export is not kept")
+        log(f"exported {file} ({len(data) / 1e6:.1f} MB, {time.time() - start:.1f} s); "
             f"ONNX Runtime vs PyTorch: relative error {err:.2e} (tolerance {tol:g})")
-        results.append(Export(precision, name, path, file_sha256(path), err, tol, seed))
+        results.append(Export(precision, name, file, sha256_bytes(data), err, tol, seed, data))
     return results
 
 
@@ -217,9 +241,9 @@ class ExportMismatch(CompileError):
 
 def write_manifest(out: Path, model_sha256: str, architecture: str, exports: list[Export],
                    kept: list[dict] | None = None) -> Path:
-    """``export.json``: the model's digest and architecture, versions, and per graph its file,
-    digest and checked error; ``kept``: entries of an earlier manifest still valid (other
-    precisions)."""
+    """``export.json``, atomically: the model's digest and architecture, versions, and per graph
+    its file, digest and checked error; ``kept``: entries of an earlier manifest still valid
+    (other graphs or precisions)."""
     import onnx
     import onnxruntime
 
@@ -231,33 +255,118 @@ def write_manifest(out: Path, model_sha256: str, architecture: str, exports: lis
         "torch": torch.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
-        "graphs": (kept or []) + [{**asdict(e), "path": e.path.name} for e in exports],
+        "graphs": (kept or []) + [e.entry() for e in exports],
     }
     path = out / MANIFEST
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
     return path
 
 
-def export_to_folder(weights: Path, folder: Path, precisions: tuple[str, ...],
+class _Exporter:
+    """Exports a model's graphs and stores them in a folder with the manifest; called with the
+    folder's writer lock held (``cache.store`` / ``cache.store_in``). What the folder holds is
+    read again first, so graphs a concurrent writer stored are kept, not exported twice, and
+    every entry of the manifest survives; graphs exported for a folder that then failed are
+    reused for the next. Files are written atomically and the manifest last; an entry whose
+    file is about to be replaced leaves the manifest first, so at no moment does the manifest
+    name a missing, partial or other file."""
+
+    def __init__(self, weights: Path, precisions: tuple[str, ...], g, force: bool, log,
+                 say_kept: bool = False):
+        from t2v_rt.compile.cache import model_digest
+
+        for p in precisions:
+            if p not in PRECISIONS:
+                raise UsageError(f"unknown precision '{p}'; choose from: {', '.join(PRECISIONS)}")
+        self.digest, self.g = model_digest(weights), g
+        self.precisions, self.force = precisions, force
+        self.log, self.say_kept = log or (lambda msg: None), say_kept
+        self.wanted = {(n, p if n == "frames" else "fp32") for n in graph_names(g.config.FORM)
+                       for p in precisions}
+        self.exported: dict[tuple[str, str], Export] = {}
+        self.graphs: dict[tuple[str, str], Graph] = {}
+
+    def _export(self, keys: set[tuple[str, str]]) -> None:
+        keys = keys - self.exported.keys()
+        if keys:
+            for e in export_graphs(self.g, self.precisions, self.log, skip=self.wanted - keys):
+                self.exported[(e.graph, e.precision)] = e
+
+    def in_memory(self) -> dict[tuple[str, str], Graph]:
+        """Every wanted graph, exported if not yet, kept in this process (``IN_MEMORY``): for
+        a process with no writable folder."""
+        self._export(self.wanted)
+        graphs = {k: self.exported[k].loaded(None) for k in self.wanted}
+        IN_MEMORY.update({(self.digest, *k): g for k, g in graphs.items()})
+        return graphs
+
+    def __call__(self, folder: Path) -> None:
+        have = load_exports(folder, self.digest)        # valid now, under the lock
+        reuse = set() if self.force else self.wanted & have.keys()
+        if reuse and self.say_kept:
+            self.log(f"kept the graphs already valid in {folder} ('--force' exports them again)")
+        self._export(self.wanted - reuse)
+        new = [self.exported[k] for k in sorted(self.wanted - reuse)]
+        entries = manifest_entries(folder, self.digest)
+        names = {e.name for e in new}
+        kept = [entries[k] for k in have
+                if k not in self.wanted - reuse and entries[k]["path"] not in names]
+        arch = self.g.config.ARCH
+        written = []
+        try:
+            if new or len(kept) != len(entries):
+                if any(e["path"] in names for e in entries.values()):
+                    write_manifest(folder, self.digest, arch, [], kept)
+                for e in new:
+                    atomic_write_bytes(folder / e.name, e.data)
+                    written.append(folder / e.name)
+                write_manifest(folder, self.digest, arch, new, kept)
+        except BaseException:
+            listed = {e["path"] for e in manifest_entries(folder, self.digest).values()}
+            for path in written:
+                if path.name not in listed:
+                    path.unlink(missing_ok=True)
+            raise
+        self.graphs = {k: have[k] for k in reuse}
+        self.graphs.update({(e.graph, e.precision): e.loaded(folder) for e in new})
+        if new:
+            self.log(f"wrote {', '.join(e.name for e in new)} and {MANIFEST} to {folder}")
+
+
+def export_into_cache(weights: Path, precisions: tuple[str, ...], log=None,
+                      g=None) -> dict[tuple[str, str], Graph]:
+    """Export the model at ``weights`` (``g``, when already loaded) into its cache folder, the
+    first writable one (``t2v_rt.compile.cache.store``), or in memory when none is; graphs a
+    concurrent writer stored meanwhile are taken as they are. (graph, precision) -> graph."""
+    from t2v_rt.compile.cache import model_folder, store
+    from t2v_rt.generators.io import load_generator
+
+    g = g if g is not None else load_generator(weights)    # weights that do not fit fail here
+    if log:
+        log(f"no ONNX export of this model ({', '.join(precisions)}) in the cache: exporting "
+            "it once ('t2v-rt export-onnx' does it ahead of time)")
+    exporter = _Exporter(weights, precisions, g, False, log)
+    if store(lambda root: model_folder(weights, root), exporter, log) is None:
+        return exporter.in_memory()
+    return exporter.graphs
+
+
+def export_to_folder(weights: Path, folder: Path | None, precisions: tuple[str, ...],
                      log=None, g=None, force: bool = False) -> Path:
     """Export the model at ``weights`` (``g``, when already loaded) into ``folder`` (checked,
-    see :func:`export_model`) and write the manifest; graphs already valid in ``folder`` are
-    kept, not exported again, unless ``force``. Returns the manifest's path."""
-    from t2v_rt.compile.cache import model_digest
+    see :func:`export_graphs`) and write the manifest; graphs already valid in ``folder`` are
+    kept, not exported again, unless ``force``. ``folder`` None: the model's cache folder (the
+    first writable one, see :mod:`t2v_rt.compile.cache`); a folder the user named is never
+    swapped for another: a failure to write there is :class:`t2v_rt.files.NotWritable`.
+    Returns the manifest's path."""
+    from t2v_rt.compile.cache import model_folder, store, store_in
     from t2v_rt.generators.io import load_generator
 
     g = g if g is not None else load_generator(weights)
-    digest = model_digest(weights)
-    have = cached_exports(folder, digest)
-    keep = set() if force else set(have)
-    exports = export_model(g, folder, precisions, log=log, skip=keep)
-    done = {(e.graph, e.precision) for e in exports}
-    old = _read_manifest(folder)["graphs"] if have else []
-    kept = [e for e in old if isinstance(e, dict)
-            and (e.get("graph"), e.get("precision")) in have.keys() - done]
-    if log and keep & {(n, p if n == "frames" else "fp32") for n in graph_names(g.config.FORM)
-                       for p in precisions}:
-        log(f"kept the graphs already valid in {folder} ('--force' exports them again)")
-    return write_manifest(folder, digest, g.config.ARCH, exports, kept)
-
-
+    exporter = _Exporter(weights, precisions, g, force, log, say_kept=True)
+    if folder is not None:
+        return store_in(Path(folder), exporter, "the ONNX export", "--out", log) / MANIFEST
+    where = store(lambda root: model_folder(weights, root), exporter, log)
+    if where is None:
+        model_folder(weights)       # raises NotWritable: no cache folder can be written
+    return where / MANIFEST

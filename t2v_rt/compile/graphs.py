@@ -7,17 +7,23 @@ Where a model's graphs are looked for, in order:
 
 1. beside the weights: ``<name>-onnx/`` next to ``<name>.safetensors`` (the bundled model ships
    its graphs there, so no run ever exports it);
-2. the model's folder in the cache (``t2v_rt.compile.cache``);
+2. the model's folders in the cache (``t2v_rt.compile.cache``: the configured cache, then the
+   per-user temporary one);
 
-and exported into the cache once if neither holds them. A folder's graphs are used only when
-its manifest (``export.json``) names the model's digest and every file's digest matches.
+and exported once into the cache if none holds them (kept in memory when no cache folder is
+writable). A folder's graphs are used only when its manifest (``export.json``) names the
+model's digest, each file is a plain file inside the folder, and the digest of the bytes read,
+the ones then loaded, matches the manifest's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from t2v_rt.files import is_bare_name, read_verified
 
 
 OPSET = 18
@@ -53,6 +59,23 @@ def graph_path(folder: Path, graph: str, precision: str = "fp32") -> Path:
     return folder / (f"frames-{precision}.onnx" if graph == "frames" else f"{graph}.onnx")
 
 
+@dataclass(frozen=True)
+class Graph:
+    """One exported graph as loaded: its serialised ONNX model, whose SHA-256 is ``sha256``
+    (computed on these bytes), and the file it was read from or written to (None: it exists
+    in this process's memory only)."""
+    graph: str
+    precision: str
+    data: bytes = field(repr=False)
+    sha256: str
+    path: Path | None = None
+
+
+# Graphs exported in this process while no cache folder was writable: (model digest, graph,
+# precision) -> graph. Later backends of the same model in this process take them from here.
+IN_MEMORY: dict[tuple[str, str, str], Graph] = {}
+
+
 def _read_manifest(folder: Path) -> dict | None:
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -61,30 +84,46 @@ def _read_manifest(folder: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
-def cached_exports(folder: Path, model_sha256: str) -> dict[tuple[str, str], Path]:
-    """The graphs in ``folder`` that are valid for the model: the manifest (this format) names
-    this model's digest, and each file named is a plain file inside ``folder`` whose digest
-    still matches. (graph, precision) -> path."""
+def manifest_entries(folder: Path, model_sha256: str) -> dict[tuple[str, str], dict]:
+    """The entries of ``folder``'s manifest, when it is of this format and names this model's
+    digest, whose graph and precision are known and whose file is a bare name (confined to the
+    folder). (graph, precision) -> entry. The files are not read."""
     manifest = _read_manifest(folder)
     if (manifest is None or manifest.get("format") != FORMAT
             or manifest.get("model_sha256") != model_sha256 or manifest.get("opset") != OPSET
             or not isinstance(manifest.get("graphs"), list)):
         return {}
-    valid = {}
+    entries = {}
     for e in manifest["graphs"]:
-        if not isinstance(e, dict) or e.get("graph") not in IO or e.get("precision") not in PRECISIONS:
+        if (isinstance(e, dict) and e.get("graph") in IO and e.get("precision") in PRECISIONS
+                and is_bare_name(e.get("path"))):
+            entries[(e["graph"], e["precision"])] = e
+    return entries
+
+
+def load_exports(folder: Path, model_sha256: str,
+                 want: set[tuple[str, str]] | None = None) -> dict[tuple[str, str], Graph]:
+    """The graphs in ``folder`` (those of ``want`` only, when given) that are valid for the
+    model: listed by :func:`manifest_entries`, each a plain file inside ``folder`` (no link)
+    whose bytes, as read, have the manifest's digest. (graph, precision) -> :class:`Graph`."""
+    valid = {}
+    for key, e in manifest_entries(folder, model_sha256).items():
+        if want is not None and key not in want:
             continue
-        name = e.get("path")
-        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-            continue        # confined to the folder: a bare file name only
-        path = folder / name
-        if path.is_file() and not path.is_symlink() and file_sha256(path) == e.get("sha256"):
-            valid[(e["graph"], e["precision"])] = path
+        data = read_verified(folder, e["path"], e.get("sha256"))
+        if data is not None:
+            valid[key] = Graph(key[0], key[1], data, e["sha256"], folder / e["path"])
     return valid
 
 
-def ort_session(path: Path, threads: int = 0, providers: list[str] | None = None):
-    """An ONNX Runtime session of ``path`` (CPU unless ``providers`` says otherwise)."""
+def cached_exports(folder: Path, model_sha256: str) -> dict[tuple[str, str], Path]:
+    """The files of :func:`load_exports`: (graph, precision) -> path."""
+    return {key: g.path for key, g in load_exports(folder, model_sha256).items()}
+
+
+def ort_session(model: Path | bytes, threads: int = 0, providers: list[str] | None = None):
+    """An ONNX Runtime session of ``model``: a file, or the serialised model itself (a
+    :class:`Graph`'s checked bytes); CPU unless ``providers`` says otherwise."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -94,7 +133,8 @@ def ort_session(path: Path, threads: int = 0, providers: list[str] | None = None
     # batches and needs those cores (spinning made a stream's whole step 2.4x slower than
     # its parts).
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, so, providers=providers or ["CPUExecutionProvider"])
 
 
 def shipped_folder(weights: Path) -> Path:
@@ -102,30 +142,33 @@ def shipped_folder(weights: Path) -> Path:
     return weights.parent / f"{weights.stem}-onnx"
 
 
-def ensure_exported(weights: Path, folder: Path, precision: str, log=None) -> dict[str, Path]:
-    """The graphs of the model at ``weights`` ({name: path}: style, frames of ``precision``,
-    and init/step for a recurrent generator): shipped beside the weights, or in ``folder``
-    (the cache), when valid; else exported (and checked) into ``folder`` now, once, which
-    needs PyTorch."""
-    from t2v_rt.compile.cache import model_digest
+def ensure_exported(weights: Path, precision: str, log=None) -> dict[str, Graph]:
+    """The graphs of the model at ``weights`` ({name: graph}: style, frames of ``precision``,
+    and init/step for a recurrent generator), each checked against its manifest's digest on
+    the bytes returned: shipped beside the weights, or in the cache (the configured one, then
+    the temporary one), when valid; else exported (and checked) now, once, which needs
+    PyTorch, and stored in the cache, or kept in memory when no cache folder is writable
+    (:mod:`t2v_rt.compile.cache`)."""
+    from t2v_rt.compile.cache import configured_root, model_digest, model_folders, write_root
     from t2v_rt.generators.io import read_config
 
     form = read_config(weights).FORM
     need = {name: (precision if name == "frames" else "fp32") for name in graph_names(form)}
+    want = set(need.items())
     digest = model_digest(weights)
-    for where in (shipped_folder(weights), folder):
-        have = cached_exports(where, digest)
-        if all((name, p) in have for name, p in need.items()):
+    shipped, configured = shipped_folder(weights), configured_root()[0]
+    for where in (shipped, *model_folders(weights)):
+        if where != shipped and where.parent != configured:
+            write_root(log)     # past the configured cache: say where this run writes, if elsewhere
+        have = load_exports(where, digest, want)
+        if len(have) == len(want):
             return {name: have[(name, p)] for name, p in need.items()}
+    if all((digest, *key) in IN_MEMORY for key in want):
+        return {name: IN_MEMORY[(digest, name, p)] for name, p in need.items()}
     from t2v_rt.extras import require
 
     require("torch", f"exporting this model to ONNX ({precision}; once, then cached)")
-    from t2v_rt.compile.export import export_to_folder
-    from t2v_rt.generators.io import load_generator
+    from t2v_rt.compile.export import export_into_cache
 
-    g = load_generator(weights)     # weights that do not fit fail here, before any work
-    if log:
-        log(f"no ONNX export of this model ({precision}) in {folder}: exporting it once "
-            "('t2v-rt export-onnx' does it ahead of time)")
-    export_to_folder(weights, folder, (precision,), log=log, g=g)
-    return {name: graph_path(folder, name, p) for name, p in need.items()}
+    graphs = export_into_cache(weights, (precision,), log=log)
+    return {name: graphs[(name, p)] for name, p in need.items()}

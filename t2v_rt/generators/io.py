@@ -167,18 +167,40 @@ def load_generator(path: str | Path | None = None, device="cpu"):
     weights = require_weights(path)
     config = read_config(weights)
     check_fits(config, weights)
+    try:
+        state = load_file(str(weights))
+    except Exception as e:  # noqa: BLE001 - a header that reads but tensors that do not
+        raise UsageError(f"model weights {weights} cannot be read as safetensors "
+                         f"({type(e).__name__}: {str(e)[:120]}); re-save or re-download them") from None
+    check_finite(state, weights)
     g = get(config.ARCH).generator_class(config)
-    g.load_state_dict(load_file(str(weights)))
+    g.load_state_dict(state)
     return g.to(device).eval().requires_grad_(False)
+
+
+def check_finite(state: dict, weights: Path) -> None:
+    """Every weight a finite number: NaN or infinite weights (a diverged training run, a bad
+    conversion) would stream black or garbage frames with no error."""
+    import torch
+
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise UsageError(f"model weights {weights} hold {bad} NaN or infinite value(s) in "
+                             f"'{name}'; the model is broken (a diverged training run?): use "
+                             "an earlier checkpoint or retrain it")
 
 
 def save_generator(g, path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Weights (float32) and config, each written atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     state = {k: v.detach().float().contiguous().cpu() for k, v in g.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata or {}))
+    # Serialised in memory, written by Python: a full disk is an OSError naming the file
+    # (safetensors' own writer reports it as its SafetensorError).
+    data = save(state, metadata=metadata or {})
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
     atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(g.config.to_json() + "\n"))
 
 

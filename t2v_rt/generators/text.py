@@ -42,6 +42,71 @@ def shown(word: str, limit: int = 40) -> str:
     return safe if len(safe) <= limit else safe[: limit - 3] + "..."
 
 
+# -- "did you mean": one rule for every front end -----------------------------------------------
+# A word is suggested only when the word typed is a small typo of it: at most max_typos(known)
+# single-letter edits (insert, delete, replace, swap two neighbours). A word that shares little
+# with every known word gets no suggestion, and neither does a tie between two known words.
+
+
+def max_typos(known: str) -> int:
+    """Edits allowed between a typed word and ``known`` for it to be suggested: none for a
+    one-letter word, one up to six letters, two from seven letters on. (A two-letter word is
+    suggested only for two letters typed: "om" gives 'on', "ish" never gives 'is'.)"""
+    n = len(known)
+    return 0 if n <= 1 else 1 if n <= 6 else 2
+
+
+def typo_distance(a: str, b: str, limit: int | None = None) -> int:
+    """Single-letter edits (insert, delete, replace, swap neighbours) from ``a`` to ``b``
+    (optimal string alignment). With ``limit``, any distance over it is returned as limit + 1."""
+    if limit is not None and abs(len(a) - len(b)) > limit:
+        return limit + 1
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        if limit is not None and min(cur) > limit:
+            return limit + 1
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def closeness(word: str, known: str) -> tuple[int, float] | None:
+    """How close ``word`` is to ``known`` as a sort key (smaller: closer; equal words first), or
+    None when ``word`` is not a small typo of it (see :func:`max_typos`)."""
+    limit = max_typos(known)
+    if len(known) <= 2 and len(word) != len(known):
+        return None
+    d = typo_distance(word, known, limit)
+    if d > limit:
+        return None
+    return d, -difflib.SequenceMatcher(None, word, known).ratio()
+
+
+def is_close(word: str, known: str) -> bool:
+    """Whether ``word`` is ``known`` or a small typo of it (see :func:`max_typos`)."""
+    return closeness(word, known) is not None
+
+
+def suggest(word: str, known: Sequence[str]) -> str | None:
+    """The known word ``word`` is a typo of, or None: none close, or two equally close."""
+    ranked = sorted((key, k) for k in dict.fromkeys(known) if (key := closeness(word, k)) is not None)
+    if not ranked or (len(ranked) > 1 and ranked[0][0] == ranked[1][0]):
+        return None
+    return ranked[0][1]
+
+
+def listing(items: Sequence[str], limit: int = 6) -> str:
+    """``items`` for a one-line message: the first ``limit`` of them, then "..." if more."""
+    items = list(items)
+    return ", ".join(items[:limit] + (["..."] if len(items) > limit else []))
+
+
 class TextFrontEnd(ABC):
     """Prompt -> token ids, torch-free. ``max_tokens`` is the graphs' token axis; 0 pads."""
 
@@ -50,7 +115,8 @@ class TextFrontEnd(ABC):
     @abstractmethod
     def encode(self, prompts: Sequence[str]):
         """Token ids ``[B, max_tokens]`` int64 (0 = padding); raises :class:`UsageError` with one
-        line naming the word it cannot read and the nearest it knows."""
+        line naming the word it cannot read and, where one is close, the word meant
+        (:func:`suggest`)."""
 
     def check(self, prompt: str) -> None:
         """Raise :class:`UsageError` if ``prompt`` cannot be read (cheap: before any model work)."""
@@ -68,7 +134,8 @@ class TextFrontEnd(ABC):
 
 class VocabularyFrontEnd(TextFrontEnd):
     """A word vocabulary (from the config): lower-cased words, punctuation dropped; an unknown
-    word is refused with the nearest known one. Token id of word k is k + 1 (0 pads)."""
+    word is refused, with the known word meant where one is close (:func:`suggest`). Token id of
+    word k is k + 1 (0 pads)."""
 
     def __init__(self, words: Sequence[str], max_tokens: int):
         self.words = tuple(words)
@@ -90,8 +157,8 @@ class VocabularyFrontEnd(TextFrontEnd):
             raise UsageError("the prompt has no words; describe what to show")
         for w in words:
             if w not in self._ids:
-                close = difflib.get_close_matches(w, self.words, n=1, cutoff=0.75)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
+                close = suggest(w, self.words)
+                hint = f"; did you mean '{close}'?" if close else ""
                 raise UsageError(f"unknown word '{shown(w)}' in prompt: this model knows "
                                  f"{len(self.words)} words{hint}")
         if len(words) > self.max_tokens:
@@ -127,4 +194,5 @@ DEFAULT_VOCABULARY = (
 ).split()
 
 
-__all__ = ["DEFAULT_VOCABULARY", "MAX_PROMPT_CHARS", "TextFrontEnd", "VocabularyFrontEnd", "clean_prompt", "shown"]
+__all__ = ["DEFAULT_VOCABULARY", "MAX_PROMPT_CHARS", "TextFrontEnd", "VocabularyFrontEnd", "clean_prompt",
+           "closeness", "is_close", "listing", "max_typos", "shown", "suggest", "typo_distance"]

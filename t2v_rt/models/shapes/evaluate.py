@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from fractions import Fraction
 import torch
 
 from t2v_rt.backends.base import Backend
+from t2v_rt.console import say
 from t2v_rt.models.shapes.attributes import (
     classify,
     features,
@@ -220,8 +220,8 @@ def evaluate(source: Source, samples: list[Sample], fps: float = 15.0, seconds: 
             agree[1] += 1
         if progress and ((i + 1) % 25 == 0 or i + 1 == len(samples)):
             el = time.time() - start
-            print(f"eval {i + 1}/{len(samples)} | {el:.0f} s | ETA "
-                  f"{el / (i + 1) * (len(samples) - i - 1):.0f} s", file=sys.stderr, flush=True)
+            say(f"eval {i + 1}/{len(samples)} | {el:.0f} s | ETA "
+                f"{el / (i + 1) * (len(samples) - i - 1):.0f} s")
     result: dict = {
         "samples": len(samples), "fps": fps, "seconds": seconds,
         "mix": {k: sum(s.kind == k for s in samples) for k in KINDS},
