@@ -335,3 +335,42 @@ def test_a_broken_model_is_one_line_exit_2(tmp_path, backend, how, needle):
                "--frames", "2", "--no-realtime", env={"T2V_RT_CACHE": str(tmp_path / "cache")})
     one_line(proc, 2, needle)
     assert proc.stdout == b""
+
+
+# --- real time -------------------------------------------------------------------------------
+
+def test_a_stream_that_falls_behind_says_so_once_with_its_rate():
+    """The pacer, with a reader that takes each frame in 40 ms at 50 fps asked."""
+    from fractions import Fraction
+
+    from t2v_rt.pipeline import StreamOptions, _Pacer
+
+    said = []
+    pacer = _Pacer(StreamOptions(fps=Fraction(50)), stop=None, log=said.append)
+    for k in range(60):                 # 2.4 s of writing, 1.2 s of video
+        pacer.emit(k, lambda: time.sleep(0.04))
+    assert len(said) == 1, said
+    assert "falling behind real time" in said[0] and "of the 50 asked" in said[0]
+    rate = float(said[0].split("real time: ")[1].split(" fps")[0])
+    assert 15 <= rate <= 30             # 25 fps reached
+
+
+def test_a_stream_that_keeps_up_says_nothing():
+    from fractions import Fraction
+
+    from t2v_rt.pipeline import StreamOptions, _Pacer
+
+    said = []
+    pacer = _Pacer(StreamOptions(fps=Fraction(50)), stop=None, log=said.append)
+    for k in range(75):
+        pacer.emit(k, lambda: None)
+    assert said == []
+
+
+def test_stream_faster_than_this_machine_says_so_in_one_line():
+    proc = run("stream", PROMPT, "--fps", "240", "--size", "2048", "--seconds", "2",
+               "--format", "nut")
+    assert proc.returncode == 0, proc.stderr.decode()
+    behind = [x for x in lines(proc.stderr) if "falling behind" in x]
+    assert len(behind) == 1, proc.stderr.decode()
+    assert decoded_frames(proc.stdout, "nut") == 480
