@@ -10,6 +10,16 @@ Times three things, each after warm-up steps, median over ``--repeats`` runs of 
   discriminator update, R1 every 4th step, EMA).
 A sample is one clip of ``frames_per_clip`` frames. On CUDA the step runs in bf16 autocast,
 as training does. Writes bench/results/train_speed-{cpu,gpu}.json with the environment.
+
+    python bench/train_speed.py --arch stylegan-v --arch mocogan [--size 64] [--batch 8]
+
+times the generic adversarial trainer instead (``t2v_rt.training.trainer.AdversarialTrainer``,
+``t2v-rt train --data DIR --arch ARCH``) at its default settings (``--size``, ``--batch``,
+``--preset`` override them), per architecture, on a shapes-world dataset rendered into a
+temporary folder: a step is the generator update, both discriminators' update (R1 every 4th
+step) and the EMA. A sample is one clip of ``clip_frames`` frames. Also reports how many
+steps the default run gets through in an hour. Writes
+bench/results/train_speed_generic-{cpu,gpu}.json.
 """
 
 from __future__ import annotations
@@ -48,13 +58,69 @@ def time_steps(fn, first: int, steps: int, repeats: int, device: torch.device) -
     return statistics.median(per_step)
 
 
+def generic(args) -> int:
+    """clips/s of the generic adversarial trainer, per architecture (see the docstring)."""
+    import tempfile
+
+    from t2v_rt.data import open_training_set
+    from t2v_rt.models.shapes.dataset_folder import render_shapes
+    from t2v_rt.training.trainer import DEFAULT_STEPS, AdversarialConfig, AdversarialTrainer
+
+    base = AdversarialConfig()
+    size = args.size or base.size
+    batch = args.batch or base.batch_size
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="t2v-rt-bench-train-") as tmp:
+        t0 = time.perf_counter()
+        render_shapes(Path(tmp) / "shapes", 64, seed=0, size=size, seconds=base.frames / 15)
+        ts = open_training_set(Path(tmp) / "shapes", frames=base.frames, size=size,
+                               cache_dir=Path(tmp) / "cache")
+        print(f"dataset: {len(ts)} clips x {ts.frames} frames, {size}x{size} "
+              f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+        for arch in args.arch:
+            cfg = AdversarialConfig(data=str(Path(tmp) / "shapes"), arch=arch, size=size,
+                                    batch_size=batch, threads=args.threads,
+                                    preset=args.preset or base.preset)
+            tr = AdversarialTrainer.create(cfg, data=ts)
+            s = time_steps(tr.step, 0, args.steps, args.repeats, tr.device)
+            n_g = sum(p.numel() for p in tr.G.parameters())
+            results[arch] = {"s_per_step": s, "steps_per_s": 1 / s, "clips_per_s": batch / s,
+                             "frames_per_s": batch * cfg.clip_frames / s,
+                             "generator_params": n_g, "channels": tr.config.channels,
+                             "steps_per_hour": 3600 / s,
+                             "default_run_minutes": DEFAULT_STEPS * s / 60}
+            print(f"{arch:>12}: {1e3 * s:8.1f} ms/step  {batch / s:7.1f} clips/s  "
+                  f"{DEFAULT_STEPS} steps in {DEFAULT_STEPS * s / 60:5.1f} min "
+                  f"({n_g / 1e6:.2f}M params)", file=sys.stderr)
+    path = write_result("train_speed_generic", {
+        "command": "python bench/train_speed.py " + " ".join(sys.argv[1:]),
+        "threads": torch.get_num_threads(), "batch_clips": batch,
+        "clip_frames": base.clip_frames, "resolution": size, "preset": args.preset or base.preset,
+        "precision": "bf16 autocast" if torch.cuda.is_available() else "fp32",
+        "default_steps": DEFAULT_STEPS, "steps": args.steps, "repeats": args.repeats,
+        "results": results,
+    })
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    ap.add_argument("--batch", type=int, default=16, help="clips per step (default 16)")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="clips per step (default 16; with --arch the trainer's default)")
+    ap.add_argument("--arch", action="append", default=[],
+                    help="time the generic trainer for this architecture (repeatable)")
+    ap.add_argument("--size", type=int, default=None, help="with --arch: resolution")
+    ap.add_argument("--preset", default=None, help="with --arch: the architecture's preset")
     args = ap.parse_args()
+    if args.arch:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return generic(args)
+    args.batch = args.batch or 16
 
     cfg = TrainConfig(batch_size=args.batch, threads=args.threads, adv_start=10_000,
                       adv_ramp=500)

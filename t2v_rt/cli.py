@@ -1,4 +1,4 @@
-"""``t2v-rt``: stream, generate, train, eval, export-onnx, build-engine, models, init-model, doctor.
+"""``t2v-rt``: stream, generate, serve, train, dataset, eval, export-onnx, build-engine, models, init-model, doctor.
 
 Bad input gives one line on stderr and exit 2; stdout of ``stream`` carries video bytes only.
 Heavy imports (torch, PyAV) happen after the arguments are checked, so errors are instant.
@@ -169,6 +169,12 @@ def _add_video_args(p: argparse.ArgumentParser, default_size: int = 256) -> None
                    help="constant quality, 1 (best) to 51 (x264 CRF, NVENC CQ; default 23)")
 
 
+# t2v-rt dataset: bounds of render-shapes and check
+MAX_DATASET_CLIPS = 1_000_000
+MAX_DATASET_FRAMES = 10_000
+MAX_DATASET_SECONDS = 600.0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Real-time text-to-video runtime.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -203,9 +209,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=_generate_seconds, default=4.0,
                    help=f"duration (default 4, at most {MAX_GENERATE_SECONDS} s)")
 
-    p = sub.add_parser("train", help="train a generator (progress on stderr)")
-    p.add_argument("--steps", type=int, default=None, help="total steps (default 20000)")
-    p.add_argument("--batch-size", type=int, default=None, help="clips per step (default 16)")
+    p = sub.add_parser(
+        "train", help="train a generator (progress on stderr)",
+        description="Without --data: train the bundled shapes model on clips rendered on the "
+                    "fly. With --data DIR --arch ARCH: train any registered architecture "
+                    "adversarially on a folder of captioned videos (no paired targets: "
+                    "text-aware frame and video discriminators, R1, EMA, DiffAugment that keeps "
+                    "colours and directions; docs/training.md). The default --data run ends in "
+                    "about an hour: 14000 steps of 8 clips of 4 frames at 64x64 with "
+                    "stylegan-v's 'tiny' preset take about 60 min on a 2-core CPU (0.26 s a "
+                    "step, bench/train_speed.py; mocogan 0.17 s), and --minutes 60 (the default) "
+                    "stops a slower run at the hour, saved and resumable.")
+    p.add_argument("--steps", type=int, default=None,
+                   help="total steps (default 20000; with --data 14000, about an hour on a "
+                        "2-core CPU)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="clips per step (default 16; with --data 8)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="a folder of captioned videos (t2v-rt dataset render-shapes makes one): "
+                        "train --arch on it")
+    p.add_argument("--arch", default=None,
+                   help="with --data: the architecture to train (default stylegan-v; see "
+                        "'t2v-rt models')")
+    p.add_argument("--preset", default=None,
+                   help="with --data: the architecture's starting config (default tiny; its "
+                        "channels are fitted to the data's resolution)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="with --data: stop after this much wall time, saved and resumable "
+                        "(default 60; 0: no limit)")
     p.add_argument("--run-dir", default=None, help="parent of numbered run folders (default runs)")
     p.add_argument("--seed", type=_seed, default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
@@ -215,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "run folder under --run-dir unless it is its own run's latest)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one training setting, e.g. --set adv_weight=0.1 "
-                        "(repeatable; VALUE is JSON)")
+                        "(repeatable; VALUE is JSON); with --data also a field of the "
+                        "architecture's config, e.g. --set 'channels=[64,32,16,8,8]'")
     p.add_argument("--dry-run", action="store_true", help="set up the run, print it, stop")
 
     p = sub.add_parser("eval", help="score a generator against the shapes-world contract",
@@ -316,6 +348,51 @@ def build_parser() -> argparse.ArgumentParser:
                         "--max-streams is then per replica). Needs pip install 't2v-rt[ray]'")
     p.add_argument("--replicas", type=_count, default=None,
                    help="with --ray: how many t2v-rt servers (default 2)")
+    p.add_argument("--encoder", default="auto", choices=("auto", "x264", "nvenc"),
+                   help="each reader's H.264 encoder: auto (default: NVENC, one session per "
+                        "reader, where the backend is on a CUDA GPU with NVENC, else libx264), "
+                        "x264, or nvenc (a reader whose NVENC session cannot open gets x264)")
+
+    p = sub.add_parser("dataset", help="check a folder of captioned videos, or write the "
+                                       "shapes world as one",
+                       description="A dataset is a folder of video files (any container PyAV "
+                                   "reads) plus captions.csv (header video,caption; several "
+                                   "rows per clip allowed) or captions.jsonl; see "
+                                   "docs/datasets.md.")
+    dsub = p.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    dsub.required = True
+    q = dsub.add_parser("check", help="probe every video and caption of DIR; list the problems",
+                        description="Decode every video of DIR and read its captions: counts, "
+                                    "durations, frame rates, sizes, codecs, caption vocabulary "
+                                    "(table on stdout); unreadable, truncated and too-short "
+                                    "videos, captions naming missing videos, videos without "
+                                    "captions and malformed caption rows, each named. Exit 0 "
+                                    "when at least one clip is usable, 2 when none is.")
+    q.add_argument("folder", type=Path, metavar="DIR", help="the dataset folder")
+    q.add_argument("--min-frames", type=_upto(int, "an integer", 1, MAX_DATASET_FRAMES,
+                                              low_open=False), default=16,
+                   help="a video with fewer frames is too short (default 16)")
+    q.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    q = dsub.add_parser("render-shapes", help="write the shapes world as a dataset folder",
+                        description="Render N shapes-world clips (never a held-out colour-shape "
+                                    "pair) as H.264 MP4 files in the new folder DIR, with "
+                                    "captions.csv (free-form captions from the shapes caption "
+                                    "generator) and meta.json (each clip's scene: ground truth "
+                                    "for evaluation, not for training). Written under a "
+                                    "temporary name and renamed when complete. Needs "
+                                    "pip install 't2v-rt[torch]'.")
+    q.add_argument("folder", type=Path, metavar="DIR", help="the folder to create (new or empty)")
+    q.add_argument("--clips", type=_upto(int, "an integer", 1, MAX_DATASET_CLIPS, low_open=False),
+                   required=True, help=f"how many clips (at most {MAX_DATASET_CLIPS:,})")
+    q.add_argument("--seed", type=_seed, default=0, help="draws every clip (default 0)")
+    q.add_argument("--size", type=_size, default=64, help="frame side in pixels (default 64, "
+                                                          "the bundled model's)")
+    q.add_argument("--fps", type=_fps, default=Fraction(15), help="frame rate (default 15)")
+    q.add_argument("--seconds", type=_upto(float, "a number", 0, MAX_DATASET_SECONDS, " s"),
+                   default=None, help="clip length (default: 16 frames)")
+    q.add_argument("--captions-per-clip", type=_upto(int, "an integer", 1, 100, low_open=False),
+                   default=2, help="caption rows per clip (default 2: one naming every "
+                                   "attribute, one paraphrase that may leave some out)")
     return parser
 
 
@@ -477,21 +554,34 @@ def cmd_train(args) -> int:
         except OSError as e:
             raise UsageError(f"--resume {args.resume}: no such run folder or checkpoint "
                              f"({e.strerror}); pass a run folder or a checkpoint file") from None
-    from t2v_rt.models.shapes.train import (
-        TrainConfig,
-        TrainInterrupted,
-        apply_settings,
-        read_config,
-        train,
-    )
+    from t2v_rt.training.trainer import is_adversarial_file, resumable_config
 
-    # Every setting is checked where it is parsed (type, finite, bounds): one line naming it.
-    cfg = read_config(args.config) if args.config else TrainConfig()
-    for key in ("steps", "batch_size", "run_dir", "seed", "device"):
-        value = getattr(args, key)
-        if value is not None:
-            cfg.set(key, value, f"--{key.replace('_', '-')}")
-    apply_settings(cfg, args.set)
+    generic = (any(getattr(args, k) is not None for k in ("data", "arch", "preset", "minutes"))
+               or (args.config is not None and is_adversarial_file(args.config))
+               or (args.resume and args.config is None and resumable_config(args.resume)))
+    if generic:
+        # Any architecture, adversarially, on a folder of captioned videos (t2v_rt.training).
+        from t2v_rt.training.trainer import TrainInterrupted, build_config, train
+
+        options = {k: getattr(args, k) for k in ("data", "arch", "preset", "minutes", "steps",
+                                                  "batch_size", "run_dir", "seed", "device")}
+        cfg = build_config(args.config, options, args.set, args.resume)
+    else:
+        from t2v_rt.models.shapes.train import (
+            TrainConfig,
+            TrainInterrupted,
+            apply_settings,
+            read_config,
+            train,
+        )
+
+        # Every setting is checked where it is parsed (type, finite, bounds): one line naming it.
+        cfg = read_config(args.config) if args.config else TrainConfig()
+        for key in ("steps", "batch_size", "run_dir", "seed", "device"):
+            value = getattr(args, key)
+            if value is not None:
+                cfg.set(key, value, f"--{key.replace('_', '-')}")
+        apply_settings(cfg, args.set)
 
     # Ctrl-C / SIGTERM: the first finishes the step and saves it, a second stops at once.
     # Either way the files are whole (atomic writes) and the end is one line, exit 130.
@@ -661,6 +751,9 @@ def cmd_serve(args) -> int:
                                  "install does not have: pip install 't2v-rt[serve]'")
     if args.replicas is not None and not args.ray:
         raise UsageError("--replicas goes with --ray (one server runs one replica)")
+    if args.ray and args.encoder == "nvenc":
+        raise UsageError("--encoder nvenc does not go with --ray yet (its replicas encode "
+                         "with x264)")
     _model_config(args)
     if args.ray:
         from t2v_rt.extras import have
@@ -677,15 +770,40 @@ def cmd_serve(args) -> int:
 
     backend = create_backend(args.backend, args.model, log=log)
     try:
-        return serve(args.host, args.port, backend, args.max_streams, log)
+        return serve(args.host, args.port, backend, args.max_streams, log,
+                     encoder=args.encoder)
     finally:
         backend.close()
+
+
+def cmd_dataset(args) -> int:
+    if args.dataset_command == "check":
+        from t2v_rt.data.check import check_dataset, format_report, require_usable, write_json
+
+        if args.json is not None:
+            _check_output(args.json, "--json", "check.json")
+        report = check_dataset(args.folder, args.min_frames, log=log)
+        print(format_report(report), flush=True)
+        if args.json is not None:
+            write_json(report, args.json)
+        require_usable(report)
+        return 0
+    _needs("torch", "'t2v-rt dataset render-shapes' (the contract renderer)")
+    from t2v_rt.models.shapes.dataset_folder import render_shapes
+
+    done = render_shapes(args.folder, args.clips, seed=args.seed, size=args.size, fps=args.fps,
+                         seconds=args.seconds, captions_per_clip=args.captions_per_clip, log=log)
+    log(f"wrote {args.folder}: {done['clips']} clip{'s' * (done['clips'] != 1)} of "
+        f"{done['frames']} frame{'s' * (done['frames'] != 1)}, "
+        f"{done['size']}x{done['size']} at {float(done['fps']):g} fps; captions.csv "
+        f"({done['captions']} captions), meta.json; {done['seconds']:.1f} s")
+    return 0
 
 
 COMMANDS = {"stream": cmd_stream, "generate": cmd_generate, "train": cmd_train,
             "eval": cmd_eval, "export-onnx": cmd_export_onnx, "build-engine": cmd_build_engine,
             "models": cmd_models, "init-model": cmd_init_model, "doctor": cmd_doctor,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "dataset": cmd_dataset}
 
 
 def _stdout_gone() -> None:

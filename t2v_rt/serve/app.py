@@ -86,6 +86,10 @@ class StreamInfo(BaseModel):
     frames_skipped: int
     frames_dropped: int
     viewers: int
+    encoders: list[str] = Field(default_factory=list,
+                                description="the encoder of each reader attached (x264, nvenc, "
+                                            "mjpeg): nvenc where the server encodes on the GPU "
+                                            "and the reader's NVENC session opened")
 
 
 def _arg(name: str, parse, value: Any):
@@ -206,9 +210,11 @@ def create_app(scheduler: Scheduler, log=None) -> FastAPI:
         session = scheduler.get(sid)
         loop = asyncio.get_running_loop()
         if format in TRANSPORTS:
-            viewer = make_viewer(format, session, scheduler.pool, scheduler, loop)
+            viewer = make_viewer(format, session, scheduler.pool, scheduler, loop,
+                                 encoder=scheduler.encoder)
         else:
-            viewer = ContainerViewer(session, scheduler.pool, scheduler, loop, fmt=format)
+            viewer = ContainerViewer(session, scheduler.pool, scheduler, loop, fmt=format,
+                                     encoder=scheduler.encoder)
         try:
             scheduler.attach(session, viewer)
         except BaseException:
@@ -222,6 +228,7 @@ def create_app(scheduler: Scheduler, log=None) -> FastAPI:
                 "streams": len(scheduler.sessions),
                 "viewers": sum(len(s.viewers) for s in list(scheduler.sessions.values())),
                 "max_streams": scheduler.max_streams, "backend": scheduler.backend.describe(),
+                "encoder": scheduler.encoder,
                 "load": round(scheduler.load(), 3), "capacity": scheduler.capacity.describe()}
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -295,14 +302,19 @@ def _listen(host: str, port: int):
 
 
 def serve(host: str, port: int, backend, max_streams: int, log, margin: float = 0.2,
-          connect_timeout: float = 30.0) -> int:
+          connect_timeout: float = 30.0, encoder: str = "auto") -> int:
     """Run the server until SIGINT/SIGTERM: then stop admitting, end every stream cleanly
-    (readers get the container's end), and exit."""
+    (readers get the container's end), and exit. ``encoder``: ``auto``, ``x264`` or ``nvenc``
+    (:func:`~t2v_rt.serve.session.serve_encoder`; one that cannot run here is refused before
+    the port is taken)."""
     import uvicorn
 
+    from t2v_rt.serve.session import serve_encoder
+
+    encoder = serve_encoder(encoder, backend.on_cuda, log)
     sock = _listen(host, port)
     scheduler = Scheduler(backend, max_streams=max_streams, margin=margin,
-                          connect_timeout=connect_timeout, log=log)
+                          connect_timeout=connect_timeout, log=log, encoder=encoder)
     measured = scheduler.calibrate()
     scheduler.start()
     app = create_app(scheduler, log)
@@ -324,6 +336,7 @@ def serve(host: str, port: int, backend, max_streams: int, log, margin: float = 
                 bound = self.servers[0].sockets[0].getsockname()
                 cap = scheduler.capacity.describe()
                 log(f"serving http://{bound[0]}:{bound[1]} | {backend.describe()} | "
+                    f"encoder {encoder} | "
                     f"generator {measured['generator_ms_per_frame_b8']:.2f} ms/frame, x264 "
                     f"{measured['x264_ms_cpu_per_frame_256']:.2f} ms/frame at 256 | capacity "
                     f"~{cap['capacity_fps_at_256']:g} frames/s at 256x256 on {cap['cores']} cores "

@@ -3,9 +3,16 @@
 Each tick it takes, from every live session, the frames due soon (continuous batching: a
 stream joins or leaves between any two ticks), stacks their style rows (each session's own
 ``w``, or its morph's rows) and features (each session's own frame times; a recurrent
-model's steps from that session's own state) and makes them in **one** ``backend.display``
-call; then splits the frames per session and hands them to its viewers, whose encoders run on
-a worker pool (one libx264 per viewer, in parallel, off this thread).
+model's steps from that session's own state) and makes them in **one** backend call; then
+splits the frames per session and hands them to its viewers, whose encoders run on a worker
+pool (one encoder per viewer, in parallel, off this thread).
+
+Which call: where every viewer encodes host frames (x264; always on a CPU backend) it is
+``backend.display`` (uint8 RGB on the host). Where the backend is on a CUDA GPU and some
+viewer's encoder takes tensors (NVENC), it is ``backend.frames`` on the scheduler's own CUDA
+stream: the batch stays on the GPU, each tensor viewer gets views of its stream's rows and the
+CUDA event recorded after the generation (its encoder's stream waits on it), and host RGB is
+made (``to_display``) only for the streams that also have a host viewer.
 
 Deadlines drive the batch size: the tick starts when the most urgent frame must start (its due
 time less the expected batch and encode time), and takes every frame due up to one frame
@@ -26,7 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from t2v_rt.backends.base import Backend, is_torch
+from t2v_rt.backends.base import Backend, is_torch, to_display
 from t2v_rt.errors import UsageError
 from t2v_rt.serve.capacity import CapacityModel
 from t2v_rt.serve.metrics import Registry
@@ -64,8 +71,12 @@ class Scheduler:
     def __init__(self, backend: Backend, *, max_streams: int = 64, margin: float = 0.2,
                  max_batch: int = 64, connect_timeout: float = 30.0, max_behind: float = 0.5,
                  workers: int | None = None, log: Callable[[str], None] | None = None,
-                 capacity: CapacityModel | None = None, id_prefix: str = ""):
+                 capacity: CapacityModel | None = None, id_prefix: str = "",
+                 encoder: str = "x264"):
         self.backend = backend
+        # the viewers' encoder (session.serve_encoder): x264, or nvenc on a CUDA GPU
+        self.encoder = encoder
+        self._gen_stream = None     # the generation's CUDA stream (device batches on a GPU)
         self.id_prefix = id_prefix      # every stream id starts with it (Ray: the replica's)
         self.max_streams = max_streams
         self.max_batch = max_batch
@@ -121,6 +132,11 @@ class Scheduler:
                                      LATENCY_BUCKETS)
         r.gauge("t2v_rt_stream_dropped_frames", "frames dropped per active stream and reason",
                 self._dropped_per_stream)
+        self.m_fallbacks = r.counter("t2v_rt_encoder_fallbacks_total",
+                                     "viewers whose GPU encoder session could not open "
+                                     "(encoding with x264 instead)")
+        r.gauge("t2v_rt_viewers_by_encoder", "readers attached, per encoder",
+                self._viewers_by_encoder)
         self._fps_window: list[tuple[float, int]] = []
 
     def _dropped_per_stream(self) -> dict:
@@ -134,6 +150,14 @@ class Scheduler:
                 out[(("stream", s.id), ("reason", reason))] = totals.get(reason, 0)
         return out
 
+    def _viewers_by_encoder(self) -> dict:
+        out = {(("encoder", name),): 0 for name in sorted({"x264", self.encoder})}
+        for s in list(self.sessions.values()):
+            for v in list(s.viewers):
+                key = (("encoder", v.encoder),)
+                out[key] = out.get(key, 0) + 1
+        return out
+
     # the viewers' stats sink (ViewerStats)
     def frame_out(self, latency: float, late: bool) -> None:
         self.m_sent.inc()
@@ -144,6 +168,12 @@ class Scheduler:
 
     def dropped(self, reason: str) -> None:
         self.m_dropped.inc()
+
+    def encoder_fallback(self, viewer: Viewer, wanted: str, error: BaseException) -> None:
+        self.m_fallbacks.inc()
+        why = " ".join(str(error).split()) or type(error).__name__
+        self.log(f"stream {viewer.session.id}: a viewer's {wanted} session could not open "
+                 f"({why}); that viewer encodes with x264")
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -379,29 +409,96 @@ class Scheduler:
                 self._wake.wait(timeout)
 
     def _batch(self, work: list[tuple[Session, list[int]]], gathered: float) -> None:
-        rows, feats = [], []
-        for s, ks in work:
-            t = s.times(ks)
-            rows.append(s.video.style_rows(t))
-            feats.append(s.video.features_at(t))
-        t0 = time.perf_counter()
-        frames = self.backend.display(_cat(rows), _cat(feats))    # [N, R, R, 3] uint8
-        dt = time.perf_counter() - t0
-        n = len(frames)
+        # the viewers this batch is for (one attaching later starts after these frames)
+        plan = [(s, ks, s.viewers_now()) for s, ks in work]
+        on_device = self.backend.on_cuda and any(
+            v.takes == "tensor" for _, _, viewers in plan for v in viewers)
+        with self._generating(on_device):
+            rows, feats = [], []
+            for s, ks in work:
+                t = s.times(ks)
+                rows.append(s.video.style_rows(t))
+                feats.append(s.video.features_at(t))
+            t0 = time.perf_counter()
+            if on_device:
+                device, host, ready = self._device_batch(plan, _cat(rows), _cat(feats))
+            else:
+                device, ready = None, None
+                host = self.backend.display(_cat(rows), _cat(feats))    # [N, R, R, 3] uint8
+            dt = time.perf_counter() - t0
+        n = sum(len(ks) for _, ks in work)
         self.capacity.observe_batch(n, dt)
         self._batch_s += 0.2 * (dt - self._batch_s)
         self.m_batch.observe(n)
         self.m_generated.inc(n)
         pixels = []
         at = 0
-        for s, ks in work:
-            s.deliver(ks, frames[at : at + len(ks)], gathered)
-            pixels += [s.spec.size * s.spec.size] * (len(ks) * len(s.viewers))
+        for s, ks, viewers in plan:
+            part = slice(at, at + len(ks))
+            s.deliver(ks, None if host is None else host[part], gathered, viewers,
+                      None if device is None else device[part], ready)
+            # what the capacity model predicts: host (x264) encodes; a GPU encoder's CPU
+            # cost is not in the model
+            hosted = sum(1 for v in viewers if v.takes != "tensor")
+            pixels += [s.spec.size * s.spec.size] * (len(ks) * hosted)
             at += len(ks)
             if s.exhausted:
                 s.end()
         self.capacity.account(n, pixels)
         self._fps_window.append((time.monotonic(), n))
+
+    def _device_batch(self, plan, rows, feats):
+        """One ``backend.frames`` call for the whole batch, left on the device:
+        (frames [N, 3, R, R], host uint8 RGB [N, R, R, 3] with only the rows of streams that
+        have a host viewer filled (None when no stream has one), the generation's CUDA event
+        or None). Waits for the generation to end, so the batch's measured time (the
+        deadlines') is the GPU's, not the launch's; the encoders' streams still wait on the
+        event, which is what orders their work after it."""
+        frames = self.backend.frames(rows, feats)                # [N, 3, R, R] on the device
+        ready = self._generation_done(frames)
+        host = None
+        spans, at = [], 0
+        for s, ks, viewers in plan:
+            if any(v.takes != "tensor" for v in viewers):
+                spans.append((at, at + len(ks)))
+            at += len(ks)
+        # one conversion (one device-to-host copy) for the rows that need it
+        if spans == [(0, at)]:
+            host = to_display(frames)
+        elif spans:
+            idx = np.concatenate([np.arange(a, b) for a, b in spans])
+            rgb = to_display(frames[_index(frames, idx)])
+            host = np.zeros((at, *rgb.shape[1:]), np.uint8)
+            host[idx] = rgb
+        elif ready is not None:
+            ready.synchronize()
+        return frames, host, ready
+
+    def _generating(self, on_device: bool):
+        """The context a batch is generated in: the scheduler's own CUDA stream for a device
+        batch on a CUDA GPU (the viewers' encoders run on theirs), else nothing."""
+        import contextlib
+
+        if not on_device:
+            return contextlib.nullcontext()
+        import torch
+
+        if not torch.cuda.is_available():
+            return contextlib.nullcontext()
+        if self._gen_stream is None:
+            self._gen_stream = torch.cuda.Stream()
+        return torch.cuda.stream(self._gen_stream)
+
+    def _generation_done(self, frames):
+        """A CUDA event recorded on the current stream after ``frames`` were made (the
+        encoders' streams wait on it), or None for frames not on a CUDA GPU."""
+        if not getattr(frames, "is_cuda", False):
+            return None
+        import torch
+
+        event = torch.cuda.Event()
+        event.record()
+        return event
 
     def _housekeeping(self, now: float) -> None:
         for s in list(self.sessions.values()):
@@ -415,6 +512,15 @@ class Scheduler:
         while w and w[0][0] < now - 2.0:
             w.pop(0)
         self.m_fps.set(sum(n for _, n in w) / 2.0)
+
+
+def _index(frames, idx: np.ndarray):
+    """``idx`` as an index of ``frames`` (a tensor on its device, or the numpy array)."""
+    if is_torch(frames):
+        import torch
+
+        return torch.as_tensor(idx, device=frames.device)
+    return idx
 
 
 def _probe_prompt(cfg) -> str:

@@ -8,9 +8,17 @@ at the model's resolution, [R, R, 3]) to every viewer of the session.
 A viewer is one client on one transport. :class:`Viewer` holds what every transport shares: a
 bounded queue of frames to send, serial work on the shared encoder pool (one job at a time per
 viewer, so its frames stay in order), drops that touch this viewer only, and the per-frame
-latency and lateness it reports. :class:`ContainerViewer` is the HTTP transport: libx264
-through :mod:`t2v_rt.encode` (the same sink as ``t2v-rt stream``) into a streamable container
+latency and lateness it reports. :class:`ContainerViewer` is the HTTP transport: H.264
+through :mod:`t2v_rt.encode` (the same sinks as ``t2v-rt stream``) into a streamable container
 (Matroska, MPEG-TS or NUT), bytes handed to the event loop through a :class:`ByteChannel`.
+
+Each viewer has its own encoder, picked from the server's (:func:`serve_encoder`, once at
+start): ``x264`` (host uint8 RGB frames; the viewer's ``takes`` is ``"rgb"``) or ``nvenc`` (one
+NVENC session per viewer, fed the backend's float frames where they are, on the GPU:
+``takes == "tensor"``). A viewer whose NVENC session cannot open (consumer GPUs cap concurrent
+sessions) encodes with x264 instead; the scheduler logs it and counts it
+(``t2v_rt_encoder_fallbacks_total``). Tensor frames come with the CUDA event the generation
+recorded; the viewer's encoding runs on its own CUDA stream after that event.
 Another transport is another subclass with its own ``_encode``/``_close``/``backlogged``: the
 browser's (fragmented MP4 for MSE, MJPEG) are in :mod:`t2v_rt.serve.transports`.
 """
@@ -18,9 +26,11 @@ browser's (fragmented MP4 for MSE, MJPEG) are in :mod:`t2v_rt.serve.transports`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -30,6 +40,32 @@ import numpy as np
 from t2v_rt.errors import T2VError, UsageError
 
 PENDING, LIVE, ENDING, CLOSED = "pending", "live", "ending", "closed"
+
+# what ``t2v-rt serve --encoder`` takes (nvjpeg is left out on purpose: the server's H.264
+# containers would silently become MJPEG on GPUs without NVENC)
+SERVE_ENCODERS = ("auto", "x264", "nvenc")
+
+
+def serve_encoder(name: str, on_cuda: bool, log: Callable[[str], None] | None = None) -> str:
+    """The server's encoder, ``nvenc`` or ``x264``, through the ``stream`` command's chain
+    (:func:`t2v_rt.encode.encoders.choose_encoder`): ``auto`` is NVENC where it can run (the
+    frames are on a CUDA GPU whose driver has NVENC), else libx264, saying why it skipped
+    NVENC on a GPU; a named encoder that cannot run here is the same one-line refusal as
+    ``stream --encoder``."""
+    from t2v_rt.encode.encoders import choose_encoder, encoder_problem
+
+    if name not in SERVE_ENCODERS:
+        raise UsageError(f"unknown encoder '{name[:20]}' for serve; choose one of: "
+                         f"{', '.join(SERVE_ENCODERS)}")
+    if name != "auto":
+        return choose_encoder(name, "matroska", on_cuda, log)
+    why = encoder_problem("nvenc", "matroska", on_cuda) if on_cuda else "not on a CUDA GPU"
+    if why is None:
+        return "nvenc"
+    chosen = choose_encoder("x264", "matroska", on_cuda, log)
+    if on_cuda and log:
+        log(f"encoder auto: x264 (skipped nvenc: {why})")
+    return chosen
 
 
 class StreamNotFound(UsageError):
@@ -139,15 +175,29 @@ class Session:
                 self.viewers.remove(viewer)
             return not self.viewers and self.state != PENDING
 
-    def deliver(self, ks: list[int], frames: np.ndarray, gathered: float) -> None:
-        """frames [len(ks), R, R, 3] uint8, made for frames ``ks`` in a batch started at
-        ``gathered`` (monotonic): to every viewer."""
-        self.generated += len(ks)
+    def viewers_now(self) -> list[Viewer]:
         with self.lock:
-            viewers = list(self.viewers)
+            return list(self.viewers)
+
+    def deliver(self, ks: list[int], frames: np.ndarray | None, gathered: float,
+                viewers: list[Viewer] | None = None, device=None, ready=None) -> None:
+        """Frames ``ks``, made in a batch started at ``gathered`` (monotonic), to ``viewers``
+        (default: every viewer now): ``frames`` [len(ks), R, R, 3] uint8 on the host to those
+        that take RGB, ``device`` [len(ks), 3, R, R] (the backend's frames where they are,
+        ``ready`` the CUDA event after their generation, or None) to those that take tensors.
+        A viewer that attached after these frames were taken gets none of them."""
+        self.generated += len(ks)
+        if viewers is None:
+            viewers = self.viewers_now()
         for v in viewers:
-            for k, rgb in zip(ks, frames):
-                v.push(k, rgb, self.release(k), gathered)
+            tensor = v.takes == "tensor"
+            batch = device if tensor else frames
+            if batch is None:
+                raise RuntimeError(f"no {'device' if tensor else 'host'} frames for a viewer "
+                                   f"that takes {v.takes}")
+            for k, frame in zip(ks, batch):
+                if k >= v.first_index:
+                    v.push(k, frame, self.release(k), gathered, ready if tensor else None)
 
     def end(self) -> None:
         """No more frames: each viewer finishes its stream (container trailer) and ends."""
@@ -174,7 +224,8 @@ class Session:
                 "fps_exact": f"{self.spec.fps.numerator}/{self.spec.fps.denominator}",
                 "size": self.spec.size, "frames": self.spec.frames, "state": self.state,
                 "frames_generated": self.generated, "frames_skipped": self.skipped,
-                "viewers": len(self.viewers), "frames_dropped": dropped}
+                "viewers": len(self.viewers), "frames_dropped": dropped,
+                "encoders": [v.encoder for v in list(self.viewers)]}
 
 
 class ViewerStats:
@@ -185,6 +236,9 @@ class ViewerStats:
 
     def dropped(self, reason: str) -> None: ...
 
+    def encoder_fallback(self, viewer: Viewer, wanted: str, error: BaseException) -> None:
+        """``viewer`` could not open encoder ``wanted`` (``error``) and uses x264 instead."""
+
 
 class Viewer:
     """One reader of a session on one transport.
@@ -194,7 +248,14 @@ class Viewer:
     viewer. A transport that cannot take more (``backlogged``: its reader is slow) has further
     frames dropped before encoding, so the stream it gets stays decodable and in real time
     (timestamps keep counting) and no other viewer or stream waits for it.
+
+    ``takes`` says which frames the scheduler hands it: ``"rgb"`` (host uint8 [R, R, 3]) or
+    ``"tensor"`` (the backend's float [3, R, R] on its device, with the generation's CUDA
+    event); ``encoder`` names what encodes them (shown per viewer in the stream's info).
     """
+
+    takes = "rgb"
+    encoder = "x264"
 
     def __init__(self, session: Session, pool: Executor, stats: ViewerStats, max_queue: int = 8):
         self.session, self.pool, self.stats = session, pool, stats
@@ -211,6 +272,7 @@ class Viewer:
         self._anchor: float | None = None     # monotonic time the reader's frame 0 is shown
         self.dropped = {"slow_reader": 0, "queue_full": 0}
         self.failure: BaseException | None = None
+        self._cuda_stream = None   # this viewer's own CUDA stream (tensor frames on a GPU)
 
     @property
     def dropped_total(self) -> int:
@@ -218,9 +280,11 @@ class Viewer:
 
     # --- the scheduler's side --------------------------------------------------------------
 
-    def push(self, k: int, rgb: np.ndarray, release: float, gathered: float) -> None:
-        """Frame ``k`` (rgb [R, R, 3] uint8), due at ``release``, its batch started at
-        ``gathered`` (both monotonic)."""
+    def push(self, k: int, rgb: np.ndarray, release: float, gathered: float,
+             ready=None) -> None:
+        """Frame ``k`` (rgb [R, R, 3] uint8, or for a viewer that takes tensors the backend's
+        [3, R, R] and ``ready``, the CUDA event recorded after its generation), due at
+        ``release``, its batch started at ``gathered`` (both monotonic)."""
         with self._lock:
             if self._ending or self._aborted:
                 return
@@ -228,7 +292,7 @@ class Viewer:
                 self._queue.popleft()
                 self.dropped["queue_full"] += 1
                 self.stats.dropped("queue_full")
-            self._queue.append((k, rgb, release, gathered))
+            self._queue.append((k, rgb, release, gathered, ready))
             self._kick()
 
     def finish(self) -> None:
@@ -265,13 +329,14 @@ class Viewer:
             if item is None:
                 self._shut()
                 return
-            k, rgb, _release, gathered = item
+            k, rgb, _release, gathered, ready = item
             try:
                 if self.backlogged():
                     self.dropped["slow_reader"] += 1
                     self.stats.dropped("slow_reader")
                     continue
-                self._encode(k - self.first_index, rgb)
+                with self._after_generation(rgb, ready):
+                    self._encode(k - self.first_index, rgb)
             except BaseException as e:  # noqa: BLE001 - the viewer ends; the server goes on
                 self.failure = e
                 with self._lock:
@@ -300,6 +365,37 @@ class Viewer:
         finally:
             with self._lock:
                 self._running = False
+
+    @contextlib.contextmanager
+    def _after_generation(self, frame, ready):
+        """Around one frame's encoding: with a CUDA event ``ready`` (tensor frames on a GPU),
+        the work runs on this viewer's own CUDA stream, queued after the generation that made
+        ``frame``, and ``frame``'s memory is kept from reuse until that work is done; else
+        nothing."""
+        if ready is None:
+            yield
+            return
+        import torch
+
+        if self._cuda_stream is None:
+            self._cuda_stream = torch.cuda.Stream(frame.device)
+        stream = self._cuda_stream
+        with torch.cuda.stream(stream):
+            stream.wait_event(ready)
+            frame.record_stream(stream)
+            yield
+
+    def _open_encoder(self, wanted: str, factories: dict[str, Callable[[], object]]):
+        """(sink, name): ``factories[wanted]()``; a GPU encoder that cannot open (NVENC's
+        session cap, a driver error) falls back to ``factories["x264"]()`` for this viewer
+        only, reported to the stats (one log line, ``t2v_rt_encoder_fallbacks_total``)."""
+        try:
+            return factories[wanted](), wanted
+        except Exception as e:  # noqa: BLE001 - any failure to open: x264 instead
+            if wanted == "x264":
+                raise
+            self.stats.encoder_fallback(self, wanted, e)
+            return factories["x264"](), "x264"
 
     # --- what a transport implements -------------------------------------------------------
 
@@ -387,35 +483,58 @@ class ByteChannel:
 CONTAINERS = {"matroska": "video/x-matroska", "mpegts": "video/mp2t", "nut": "video/x-nut"}
 
 
-class ContainerViewer(Viewer):
-    """The HTTP transport: H.264 (libx264 through PyAV, the ``stream`` command's sink) in a
-    streamable container, written to a :class:`ByteChannel` the response reads.
+def _x264_container_sink(target, fmt: str, fps: Fraction, size: int, options=None):
+    """libx264 through PyAV (the ``stream`` command's sink), one thread: the server's
+    parallelism is across streams, and x264's slice threads cost more in hand-offs than they
+    save at these sizes (256 x 256 on the 2-core CPU: 0.53 ms wall per frame with one thread,
+    3.7 ms with its default threads)."""
+    from t2v_rt.encode.encoders import open_sink
 
-    libx264 runs with one thread per stream: the server's parallelism is across streams, and
-    x264's slice threads cost more in hand-offs than they save at these sizes (256 x 256 on the
-    2-core CPU: 0.53 ms wall per frame with one thread, 3.7 ms with its default threads).
-    """
+    sink = open_sink("x264", target, fmt, fps, size, options)
+    sink.stream.options = {**sink.stream.options, "threads": "1"}
+    return sink
+
+
+def _nvenc_container_sink(target, fmt: str, fps: Fraction, size: int, options=None):
+    """One NVENC session (the ``stream`` command's NVENC sink): CUDA frames in, packets muxed
+    into the container without re-encoding."""
+    from t2v_rt.encode.encoders import NvencSink
+    from t2v_rt.encode.sink import EncoderOptions
+
+    return NvencSink(target, fmt, fps, (size, size), options or EncoderOptions())
+
+
+# encoder name -> the sink of a ContainerViewer (a table, so a test can stand in for NVENC)
+CONTAINER_SINKS: dict[str, Callable] = {"x264": _x264_container_sink,
+                                        "nvenc": _nvenc_container_sink}
+
+
+class ContainerViewer(Viewer):
+    """The HTTP transport: H.264 in a streamable container, written to a :class:`ByteChannel`
+    the response reads; encoded by the server's encoder (``encoder``: ``x264``, one thread, or
+    ``nvenc``, one session of this viewer's own; see :data:`CONTAINER_SINKS`)."""
 
     def __init__(self, session: Session, pool: Executor, stats: ViewerStats,
                  loop: asyncio.AbstractEventLoop, fmt: str = "matroska", max_lag_s: float = 1.0,
-                 options=None):
+                 options=None, encoder: str = "x264"):
         super().__init__(session, pool, stats)
-        from t2v_rt.encode.encoders import open_sink
-
         self.fmt = fmt
         self.channel = ByteChannel(loop)
         self.max_lag = max(2, round(max_lag_s * float(session.spec.fps)))
         spec = session.spec
-        self.sink = open_sink("x264", self.channel, fmt, spec.fps, spec.size, options)
-        self.sink.stream.options = {**self.sink.stream.options, "threads": "1"}
+        self.sink, self.encoder = self._open_encoder(encoder, {
+            name: (lambda f=f: f(self.channel, fmt, spec.fps, spec.size, options))
+            for name, f in CONTAINER_SINKS.items()})
+        self.takes = getattr(self.sink, "takes", "rgb")
         self.media_type = CONTAINERS[fmt]
 
     def backlogged(self) -> bool:
         return self.channel.lag >= self.max_lag
 
-    def _encode(self, pts: int, rgb: np.ndarray) -> None:
-        self.sink.index = pts                  # the sink stamps frames with its index
-        self.sink.write(rgb[None])
+    def _encode(self, pts: int, frame) -> None:
+        # the sink stamps frames with its index (a GPU sink's muxer holds it)
+        getattr(self.sink, "packets", self.sink).index = pts
+        self.sink.write(frame[None])
         self.channel.frame_done()
 
     def _close(self, clean: bool) -> None:

@@ -8,7 +8,10 @@ browser:
   Matroska transport) in fragmented MP4, one ``moof``/``mdat`` fragment per frame, read with
   ``fetch`` and appended to a Media Source Extensions ``SourceBuffer``; the page keeps its
   ``<video>`` at the live edge. The default where the browser's MSE plays
-  ``video/mp4; codecs="avc1..."`` (Chrome, Edge, Firefox, Safari, Debian's chromium);
+  ``video/mp4; codecs="avc1..."`` (Chrome, Edge, Firefox, Safari, Debian's chromium). With the
+  server's encoder ``nvenc`` (a CUDA GPU with NVENC) each viewer has its own NVENC session
+  instead (:class:`Fmp4NvencSink`, the GPU frames in), falling back to x264 for that viewer
+  when the session cannot open;
 - ``mjpeg`` (:class:`MjpegViewer`): one JPEG per frame in ``multipart/x-mixed-replace`` into an
   ``<img>``: every browser, no decoder state, no buffering, several times the bytes of H.264.
   The fallback.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 from concurrent.futures import Executor
 from fractions import Fraction
 
@@ -169,6 +173,46 @@ class Fmp4Sink:
             self.writer.frame(packet.pts, bytes(packet), packet.is_keyframe)
 
 
+class Fmp4NvencSink:
+    """One NVENC session (H.264, SPS/PPS at every IDR, no B-frames) -> :class:`Fmp4Writer`:
+    CUDA frames [N, 3, R, R] in [-1, 1] in, frame ``index`` on its way once NVENC gives its
+    packet. Not run on an NVENC GPU yet (docs/serving.md, "Not yet")."""
+
+    takes = "tensor"
+
+    def __init__(self, write, fps: Fraction, size: int, options=None):
+        from t2v_rt.encode.nvenc import NvencEncoder
+        from t2v_rt.encode.sink import EncoderOptions
+
+        self.encoder = NvencEncoder((size, size), fps, options or EncoderOptions())
+        self.writer = Fmp4Writer(write, fps, size, size)
+        self.index = 0
+        self.closed = False
+
+    def write(self, frames) -> None:   # torch.Tensor on the GPU
+        for p in self.encoder.encode(frames):
+            self.writer.frame(self.index, bytes(p.data), p.key)
+            self.index += 1
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            for p in self.encoder.flush():
+                self.writer.frame(self.index, bytes(p.data), p.key)
+                self.index += 1
+        finally:
+            self.encoder.close()
+
+    def describe(self) -> str:
+        return self.encoder.describe()
+
+
+# encoder name -> the sink of an Fmp4Viewer (a table, so a test can stand in for NVENC)
+FMP4_SINKS: dict[str, Callable] = {"x264": Fmp4Sink, "nvenc": Fmp4NvencSink}
+
+
 class _ChannelViewer(Viewer):
     """A viewer writing bytes into a :class:`ByteChannel` that the HTTP response reads; a
     reader more than ``max_lag_s`` of frames behind is slow (its frames are dropped)."""
@@ -191,14 +235,18 @@ class Fmp4Viewer(_ChannelViewer):
     media_type = TRANSPORTS["fmp4"]
 
     def __init__(self, session: Session, pool: Executor, stats: ViewerStats,
-                 loop: asyncio.AbstractEventLoop, max_lag_s: float = 1.0):
+                 loop: asyncio.AbstractEventLoop, max_lag_s: float = 1.0,
+                 encoder: str = "x264"):
         super().__init__(session, pool, stats, loop, max_lag_s)
         spec = session.spec
-        self.sink = Fmp4Sink(self.channel.write, spec.fps, spec.size)
+        self.sink, self.encoder = self._open_encoder(encoder, {
+            name: (lambda f=f: f(self.channel.write, spec.fps, spec.size))
+            for name, f in FMP4_SINKS.items()})
+        self.takes = getattr(self.sink, "takes", "rgb")
 
-    def _encode(self, pts: int, rgb: np.ndarray) -> None:
+    def _encode(self, pts: int, frame) -> None:
         self.sink.index = pts                  # the sink stamps frames with its index
-        self.sink.write(rgb[None])
+        self.sink.write(frame[None])
         self.channel.frame_done()
 
     def _close(self, clean: bool) -> None:
@@ -220,6 +268,7 @@ class MjpegViewer(_ChannelViewer):
     """
 
     media_type = TRANSPORTS["mjpeg"]
+    encoder = "mjpeg"           # libavcodec's, on the host, whatever the server's encoder
 
     def __init__(self, session: Session, pool: Executor, stats: ViewerStats,
                  loop: asyncio.AbstractEventLoop, max_lag_s: float = 0.5, quality: int = 4):
@@ -251,10 +300,11 @@ class MjpegViewer(_ChannelViewer):
 
 
 def make_viewer(fmt: str, session: Session, pool: Executor, stats: ViewerStats,
-                loop: asyncio.AbstractEventLoop) -> Viewer:
-    """The viewer of browser transport ``fmt`` (one of :data:`TRANSPORTS`)."""
+                loop: asyncio.AbstractEventLoop, encoder: str = "x264") -> Viewer:
+    """The viewer of browser transport ``fmt`` (one of :data:`TRANSPORTS`); ``encoder``, the
+    server's (``x264`` or ``nvenc``), encodes fMP4 (MJPEG is always on the host)."""
     if fmt == "fmp4":
-        return Fmp4Viewer(session, pool, stats, loop)
+        return Fmp4Viewer(session, pool, stats, loop, encoder=encoder)
     if fmt == "mjpeg":
         return MjpegViewer(session, pool, stats, loop)
     raise KeyError(fmt)

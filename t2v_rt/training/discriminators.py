@@ -1,0 +1,121 @@
+"""Text-aware discriminators for adversarial training of any generator (no paired targets).
+
+Both score (pixels, caption) pairs with the projection discriminator of Miyato & Koyama
+(2018): ``logit = out(phi(x)) + <phi(x), embed(caption)>``, where ``phi`` is a conv trunk and
+``embed`` a small caption embedding of their own over the token ids of the generator's front
+end (:meth:`~t2v_rt.generators.interface.TextFrontEnd.encode`; 0 pads). Trained with real
+clips under mismatched captions as extra negatives (matching-aware, Reed et al. 2016), they
+judge whether the video fits its caption, not only whether it looks real.
+
+- :class:`FrameDiscriminator`: one frame ``[N, 3, R, R]`` (appearance);
+- :class:`VideoDiscriminator`: a short clip ``[B, T, 3, R, R]`` with its frame times: the
+  frames and their differences stacked on channels, plus constant channels holding each
+  frame's time after the first (early fusion, as DIGAN's and StyleGAN-V's video
+  discriminators read time gaps), so it judges motion: its direction, speed and smoothness.
+
+Widths follow the resolution (``base`` channels at full resolution, doubling at each x2
+downsampling up to ``max_width``, down to 4x4 or a little more); nothing here knows what the
+videos show.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+MIN_RESOLUTION = 8
+
+
+def trunk_widths(resolution: int, base: int, max_width: int) -> list[int]:
+    """Channels after each stride-2 conv: ``base * 2^i`` capped at ``max_width``, as many
+    convs as halve ``resolution`` down to 4..7 pixels (at least one)."""
+    if resolution < MIN_RESOLUTION:
+        raise ValueError(f"discriminators need frames of {MIN_RESOLUTION} pixels or more, got "
+                         f"{resolution}")
+    downs = max(1, int(math.floor(math.log2(resolution / 4))))
+    return [min(base * 2**i, max_width) for i in range(downs)]
+
+
+class CaptionEmbedding(nn.Module):
+    """Token ids [B, L] (0 pads) -> [B, dim]: the mean of the tokens' embeddings, then an MLP."""
+
+    def __init__(self, vocab_size: int, dim: int):
+        super().__init__()
+        self.embed = nn.EmbeddingBag(vocab_size, dim, mode="mean", padding_idx=0)
+        self.proj = nn.Sequential(nn.Linear(dim, dim), nn.LeakyReLU(0.2), nn.Linear(dim, dim))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.embed(tokens))
+
+
+class ProjectionDiscriminator(nn.Module):
+    """x [N, C, R, R], tokens [N, L] -> logits [N]: conv trunk (4x4 stride-2 convs, leaky
+    ReLU 0.2) -> Linear -> feature phi [N, dim]; logit = out(phi) + <phi, embed(tokens)>."""
+
+    def __init__(self, cin: int, resolution: int, vocab_size: int, base: int = 32,
+                 max_width: int = 256, dim: int = 128):
+        super().__init__()
+        widths = trunk_widths(resolution, base, max_width)
+        layers: list[nn.Module] = []
+        c = cin
+        for w in widths:
+            layers += [nn.Conv2d(c, w, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            c = w
+        self.trunk = nn.Sequential(*layers)
+        side = resolution // 2 ** len(widths)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c * side * side, dim), nn.LeakyReLU(0.2))
+        self.out = nn.Linear(dim, 1)
+        self.caption = CaptionEmbedding(vocab_size, dim)
+        self.resolution, self.cin = resolution, cin
+
+    def score(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        feat = self.fc(self.trunk(x))
+        text = self.caption(tokens).to(feat.dtype)
+        return (self.out(feat) + (feat * text).sum(1, keepdim=True)).squeeze(1).float()
+
+
+class FrameDiscriminator(ProjectionDiscriminator):
+    """frames [N, 3, R, R] in [-1, 1], tokens [N, L] -> logits [N]."""
+
+    def __init__(self, resolution: int, vocab_size: int, base: int = 32, max_width: int = 256,
+                 dim: int = 128):
+        super().__init__(3, resolution, vocab_size, base, max_width, dim)
+
+    def forward(self, frames: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = frames.shape
+        if c != 3 or h != self.resolution or w != self.resolution:
+            raise ValueError(f"frames must be [N, 3, {self.resolution}, {self.resolution}], got "
+                             f"{list(frames.shape)}")
+        return self.score(frames, tokens)
+
+
+class VideoDiscriminator(ProjectionDiscriminator):
+    """clips [B, T, 3, R, R] in [-1, 1] with times [B, T] (seconds), tokens [B, L] -> logits
+    [B]. Input channels: the T frames, the T - 1 differences of neighbours, and T - 1 constant
+    channels with each frame's time after the first."""
+
+    def __init__(self, frames: int, resolution: int, vocab_size: int, base: int = 32,
+                 max_width: int = 256, dim: int = 128):
+        if frames < 2:
+            raise ValueError(f"a video discriminator reads 2 or more frames, got {frames}")
+        super().__init__(3 * frames + 3 * (frames - 1) + frames - 1, resolution, vocab_size,
+                         base, max_width, dim)
+        self.frames = frames
+
+    def forward(self, clips: torch.Tensor, times: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        b, t, c, h, w = clips.shape
+        if t != self.frames or c != 3 or h != self.resolution or w != self.resolution:
+            raise ValueError(f"clips must be [B, {self.frames}, 3, {self.resolution}, "
+                             f"{self.resolution}], got {list(clips.shape)}")
+        diffs = clips[:, 1:] - clips[:, :-1]                                    # [B, T-1, 3, H, W]
+        gaps = (times[:, 1:] - times[:, :1]).to(clips.dtype)                    # [B, T-1]
+        gaps = gaps[:, :, None, None].expand(b, t - 1, h, w)
+        x = torch.cat([clips.reshape(b, t * c, h, w), diffs.reshape(b, (t - 1) * c, h, w), gaps],
+                      dim=1)
+        return self.score(x, tokens)
+
+
+__all__ = ["MIN_RESOLUTION", "CaptionEmbedding", "FrameDiscriminator", "ProjectionDiscriminator",
+           "VideoDiscriminator", "trunk_widths"]

@@ -1,0 +1,742 @@
+"""``t2v-rt train --data DIR --arch ARCH``: adversarial training of any registered architecture
+on a folder of captioned videos, with no paired targets.
+
+Per step (``batch_size`` clips):
+
+1. data: ``batch_size`` real clips and one caption each (:meth:`TrainingSet.sample`, numpy
+   generator), of which ``clip_frames`` frames at a random stride are kept (the same times for
+   the generated clips);
+2. generator: tokens (the generator's own front end over the caption), z ~ N(0, 1), then
+   through the generator interface only: ``style(tokens, z)``, then per-frame features at the
+   clip's times (continuous: ``config.time_features`` of random start offsets plus the frame
+   times; recurrent: ``initial_state`` then one ``step`` per frame at the native rate, which
+   is the data's rate) and ``synthesize``. Loss: non-saturating, against a text-aware frame
+   discriminator and a text-aware video discriminator (:mod:`.discriminators`);
+3. discriminators: real vs generated vs real-with-another-clip's-caption (matching-aware),
+   R1 on the reals every ``r1_every`` steps (lazy, scaled up by it);
+4. EMA of the generator (the one exported and sampled).
+
+Both see the clips through DiffAugment when ``augment`` (translation and cutout only, which
+keep colours and directions: :mod:`.losses`). Adam with betas (0, 0.99) (StyleGAN2); bf16
+autocast on CUDA. The architecture's config gets the data's resolution, its learned
+vocabulary (``vocab``: the words of the captions, most frequent first, so the stream refuses
+any other word with a suggestion) and, for a recurrent model, the data's frame rate as its
+native rate; ``channels`` are fitted to the resolution when the preset's do not match.
+
+Runs, checkpoints (G, G_ema, both discriminators, both optimisers, the step and both random
+generators' states: a resume continues bit for bit), Ctrl-C, progress and samples work as for
+the shapes trainer (:mod:`t2v_rt.training.runs`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, field, fields
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from t2v_rt.errors import ConfigError, UsageError
+from t2v_rt.generators.config import bounded
+from t2v_rt.training import runs
+from t2v_rt.training.discriminators import MIN_RESOLUTION, FrameDiscriminator, VideoDiscriminator
+from t2v_rt.training.losses import (
+    augment,
+    augment_params,
+    d_loss,
+    ema_beta,
+    ema_update,
+    g_loss,
+    r1_penalty,
+)
+from t2v_rt.training.runs import MAX_STEPS, TrainInterrupted, log
+from t2v_rt.training.settings import (
+    NAME_RE,
+    Settings,
+    check_setting,
+    flag,
+    parse_value,
+    read_json_file,
+    show,
+    text,
+)
+
+MAX_WEIGHT = 1e6
+# batch_size x clip_frames x resolution^2: what one step generates. 2^30 pixels (12 GiB of
+# float32 RGB per copy) is far beyond any run this trainer is for.
+MAX_PIXELS_PER_STEP = 1 << 30
+MAX_VOCAB = 50_000           # a config's word list holds at most this many
+NUMPY_STATE_BYTES = 512      # the numpy generator's state, JSON, padded (a fixed tensor shape)
+
+# The default run ends in about an hour: 14000 steps of stylegan-v's tiny preset at 64x64 take
+# about 60 min on the 2-core CPU machine (0.26 s a step, bench/train_speed.py; mocogan 0.17 s:
+# 40 min), and a 60-minute budget ends it, saved and resumable, on a slower or busier machine
+# (docs/training.md).
+DEFAULT_STEPS = 14000
+DEFAULT_MINUTES = 60.0
+
+
+@dataclass
+class AdversarialConfig(Settings):
+    """Every setting of ``t2v-rt train --data``, with its type and bounds; saved as the run's
+    config.json (with ``model`` then holding the whole generator config, so a resume builds
+    exactly the same model)."""
+
+    data: str = text("", "folder", "the captioned video folder (t2v_rt.data)")
+    arch: str = text("stylegan-v", "arch", "the architecture (t2v-rt models)")
+    preset: str = text("tiny", "preset", "the architecture's starting config")
+    model: dict = field(default_factory=dict)         # config overrides (see check_value)
+    run_dir: str = text("runs", "path", "numbered run folders are made inside")
+    name: str = text("", "name", "the run folders' name after the number (default: arch)")
+    size: int = bounded(64, MIN_RESOLUTION, 1024, "frame side the data is read at = resolution")
+    frames: int = bounded(16, 2, 1024, "frames of each data clip")
+    fps: float = bounded(0.0, 0.0, 240.0, "frame rate the data is read at (0: the data's own)")
+    cache_dir: str = text("", "folder", "the decoded data's cache (empty: t2v_rt.data's)")
+    max_vocab: int = bounded(10_000, 1, MAX_VOCAB, "the learned vocabulary's most frequent words")
+    steps: int = bounded(DEFAULT_STEPS, 1, MAX_STEPS, "total steps")
+    minutes: float = bounded(DEFAULT_MINUTES, 0.0, 1e7, "stop (saved, resumable) after this "
+                                                        "much wall time; 0: no limit")
+    batch_size: int = bounded(8, 1, 4096, "clips per step")
+    clip_frames: int = bounded(4, 2, 64, "frames of each clip the discriminators see")
+    max_stride: int = bounded(4, 1, 64, "those frames are this many data frames apart at most")
+    time_horizon: float = bounded(60.0, 0.0, 1e6, "continuous models: start times drawn in "
+                                                  "[0, this) seconds")
+    lr_g: float = bounded(2e-3, 0.0, 1.0)
+    lr_d: float = bounded(2e-3, 0.0, 1.0)
+    r1_gamma: float = bounded(1.0, 0.0, MAX_WEIGHT, "R1 weight (gamma / 2 x |grad|^2)")
+    r1_every: int = bounded(4, 1, MAX_STEPS, "lazy R1: every this many steps, scaled up by it")
+    matching: bool = flag(True, "real clips with another clip's caption count as fakes")
+    augment: bool = flag(True, "DiffAugment: translation and cutout (colour, direction kept)")
+    translate: float = bounded(0.125, 0.0, 0.5, "translation: up to this share of the side")
+    cutout: float = bounded(0.25, 0.0, 1.0, "cutout: a square of this share of the side")
+    d_width: int = bounded(16, 1, 1024, "discriminators' channels at full resolution")
+    d_max_width: int = bounded(256, 1, 4096, "discriminators' widest channels")
+    d_dim: int = bounded(64, 1, 4096, "discriminators' feature and caption embedding width")
+    ema_halflife_steps: float = bounded(100.0, 1e-3, 1e9)
+    ema_rampup: float = bounded(0.05, 0.0, 1.0, "early half-life: at most this x the steps "
+                                                "so far (0: none)")
+    seed: int = bounded(0, 0, 2**63 - 1)
+    device: str = text("auto", "choice", "auto | cpu | cuda", ("auto", "cpu", "cuda"))
+    threads: int = bounded(0, 0, 1024, "CPU threads, 0: torch's default")
+    log_every: int = bounded(25, 1, MAX_STEPS)
+    sample_every: int = bounded(500, 0, MAX_STEPS, "0: no sample videos")
+    sample_prompts: int = bounded(8, 1, 64, "captions of the sample videos")
+    sample_seconds: float = bounded(2.0, 0.1, 60.0)
+    checkpoint_every: int = bounded(250, 1, MAX_STEPS)
+
+    @classmethod
+    def check_value(cls, f, value: Any, source: str) -> Any:
+        if f.name == "model":
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise ConfigError(f"{source}: 'model' must be an object of the architecture's "
+                                  f"config fields, got {show(value)}")
+            return {k: v for k, v in value.items() if k != "architecture"}
+        if f.name == "name" and value == "":
+            return value
+        return check_setting(f, value, source)
+
+    def check(self, source: str = "training config") -> None:
+        pixels = self.batch_size * self.clip_frames * self.size ** 2
+        if pixels > MAX_PIXELS_PER_STEP:
+            raise ConfigError(f"{source}: batch_size {self.batch_size} x clip_frames "
+                              f"{self.clip_frames} x {self.size}^2 pixels is {pixels} pixels a "
+                              f"step, more than {MAX_PIXELS_PER_STEP}; lower batch_size")
+        if self.clip_frames > self.frames:
+            raise ConfigError(f"{source}: clip_frames ({self.clip_frames}) must not exceed "
+                              f"frames ({self.frames}), the frames of each data clip")
+        if self.name and not NAME_RE.fullmatch(self.name):
+            raise ConfigError(f"{source}: 'name' names the run folders: 1 to 64 letters, digits, "
+                              "'.', '_' or '-', starting with a letter or digit")
+
+    @property
+    def run_name(self) -> str:
+        return self.name or self.arch
+
+
+def is_adversarial_config(data: Any) -> bool:
+    """Whether a run folder's config.json is this trainer's (it names an architecture)."""
+    return isinstance(data, dict) and "steps" in data and "arch" in data
+
+
+def is_adversarial_file(path: str | Path) -> bool:
+    """Whether ``path`` is a readable JSON file of this trainer's settings (anything else is
+    left to the shapes trainer, which says what is wrong with it)."""
+    try:
+        with open(path, "rb") as fh:
+            return is_adversarial_config(json.loads(fh.read(1 << 20).decode("utf-8")))
+    except (OSError, ValueError):
+        return False
+
+
+def _has_config(run: Path) -> bool:
+    return is_adversarial_config(runs.read_run_config(run))
+
+
+def run_config_path(run: Path) -> Path | None:
+    """The newest settings of a run folder: its last ``config-from-STEP.json``, else its
+    ``config.json``; None when it has neither."""
+    resumed = sorted(run.glob("config-from-*.json"))
+    if resumed:
+        return resumed[-1]
+    path = run / "config.json"
+    return path if path.is_file() else None
+
+
+def resumable_config(resume: str) -> AdversarialConfig | None:
+    """The settings a ``--resume`` target was trained with, when they are this trainer's
+    (else None: the shapes trainer's run, or no settings beside it)."""
+    rp = Path(resume)
+    folder = rp if rp.is_dir() else rp.parent
+    path = run_config_path(folder)
+    if path is None:
+        return None
+    try:
+        data = read_json_file(path, f"--resume {path}")
+    except UsageError:
+        return None            # not readable as settings: the shapes trainer says what is wrong
+    if not is_adversarial_config(data):
+        return None
+    return AdversarialConfig.from_dict(data, f"--resume {path}")
+
+
+def build_config(config_file: str | Path | None = None, options: dict[str, Any] | None = None,
+                 items: list[str] = (), resume: str | None = None) -> AdversarialConfig:
+    """The settings of a run: ``config_file`` (or, resuming without one, the run's own), then
+    ``options`` (command-line options, None left out), then ``--set KEY=VALUE`` ``items``: a
+    training setting, or else a field of the architecture's config (``model``)."""
+    if config_file is not None:
+        from t2v_rt.training.settings import read_settings
+
+        cfg = read_settings(AdversarialConfig, config_file)
+    else:
+        cfg = (resumable_config(resume) if resume else None) or AdversarialConfig()
+    for key, value in (options or {}).items():
+        if value is not None:
+            cfg.set(key, value, f"--{key.replace('_', '-')}")
+    apply_model_settings(cfg, list(items))
+    return cfg
+
+
+def apply_model_settings(cfg: AdversarialConfig, items: list[str]) -> None:
+    """``--set KEY=VALUE``: a training setting by that name, else a field of the
+    architecture's config (checked with the whole config when the model is built)."""
+    from t2v_rt.generators.registry import get
+
+    known = {f.name: f for f in fields(cfg)}
+    for item in items:
+        key, eq, value_text = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set {item[:60]}: expected KEY=VALUE")
+        source = f"--set {key}"
+        if key in known and key != "model":
+            cfg.set(key, parse_value(known[key], key, value_text, source), source)
+            continue
+        model_fields = {f.name for f in fields(get(cfg.arch).config_class)}
+        if key not in model_fields:
+            raise ConfigError(f"--set {item[:60]}: '{key[:40]}' is neither a training setting "
+                              f"({', '.join(k for k in known if k != 'model')}) nor a field of "
+                              f"the '{cfg.arch}' config ({', '.join(sorted(model_fields))})")
+        try:
+            value = json.loads(value_text)
+        except ValueError:
+            value = value_text
+        cfg.model = {**cfg.model, key: value}
+
+
+# --- the data ------------------------------------------------------------------------------
+
+def open_data(cfg: AdversarialConfig, fps: float | None = None):
+    """The training set of ``cfg.data`` (:func:`t2v_rt.data.open_training_set`)."""
+    try:
+        from t2v_rt.data import open_training_set
+    except ImportError as e:
+        raise UsageError(f"t2v-rt train --data needs the data package (t2v_rt.data): {e}") from None
+    want = fps if fps is not None else (cfg.fps or None)
+    return open_training_set(cfg.data, frames=cfg.frames, size=cfg.size, fps=want,
+                             cache_dir=cfg.cache_dir or None, log=log)
+
+
+def learned_vocabulary(ts, limit: int) -> list[str]:
+    """The data's words a config can hold (lower-case ASCII letters, at most 32), most frequent
+    first, at most ``limit``."""
+    words = [w for w in ts.vocabulary
+             if isinstance(w, str) and 0 < len(w) <= 32 and w.isascii() and w.isalpha()
+             and w == w.lower()]
+    return list(dict.fromkeys(words))[:limit]
+
+
+def _caption_words(caption: str) -> list[str]:
+    import re
+
+    return re.findall(r"[a-z]+", caption.lower())
+
+
+def _fitted_channels(channels: list[int]) -> list[list[int]]:
+    """Candidate ``channels`` lists of every length from one preset's list: shorter ones drop
+    its first (low-resolution) entries, longer ones repeat its first entry in front."""
+    out = []
+    for n in range(1, 10):
+        out.append(channels[-n:] if n <= len(channels) else
+                   [channels[0]] * (n - len(channels)) + list(channels))
+    return out
+
+
+def model_config(cfg: AdversarialConfig, ts):
+    """The generator config: the preset, then what the data fixes (resolution, vocabulary,
+    token axis, a recurrent model's rate), then ``cfg.model``; ``channels`` fitted to the
+    resolution when the preset's do not match and ``cfg.model`` does not set them."""
+    from t2v_rt.generators.io import parse_config
+    from t2v_rt.generators.registry import get
+
+    arch = get(cfg.arch)
+    cls = arch.config_class
+    names = {f.name for f in fields(cls)}
+    presets = {"default": {}, **arch.presets}
+    if cfg.preset not in presets:
+        raise UsageError(f"architecture '{cfg.arch}' has no preset '{cfg.preset}'; presets: "
+                         f"{', '.join(presets)}")
+    derived: dict[str, Any] = {"resolution": int(ts.clips.shape[2])}
+    if "vocab" in names:
+        vocab = learned_vocabulary(ts, cfg.max_vocab)
+        if not vocab:
+            raise UsageError(f"--data {cfg.data}: the captions hold no words to learn")
+        derived["vocab"] = vocab
+    if "max_tokens" in names:
+        longest = max((len(_caption_words(c)) for cs in ts.captions for c in cs), default=1)
+        derived["max_tokens"] = min(77, max(16, longest))
+    if cls.FORM == "recurrent" and "fps" in names:
+        derived["fps"] = min(120, max(1, int(round(float(ts.fps)))))
+    data = {**presets[cfg.preset], **derived, **cfg.model}
+    source = f"config of '{cfg.arch}'"
+    try:
+        return parse_config({"architecture": cfg.arch, **data}, source)
+    except ConfigError as first:
+        if "channels" not in names or "channels" in cfg.model:
+            raise
+        base = data.get("channels") or next(f.default_factory() for f in fields(cls)
+                                             if f.name == "channels")
+        for candidate in _fitted_channels(list(base)):
+            try:
+                config = parse_config({"architecture": cfg.arch, **data, "channels": candidate},
+                                      source)
+            except ConfigError:
+                continue
+            log(f"channels fitted to resolution {derived['resolution']}: {candidate} (set them "
+                "with --set 'channels=[...]')")
+            return config
+        raise first from None
+
+
+class CaptionTokens:
+    """Captions -> token ids [B, L] through the generator's front end. A word-list front end
+    (:class:`~t2v_rt.generators.text.VocabularyFrontEnd`) drops words outside its vocabulary
+    and cuts a caption to its token axis (a caption is data, not a prompt: one rare word must
+    not stop the run); any other front end reads each caption as a prompt."""
+
+    def __init__(self, front_end):
+        from t2v_rt.generators.text import VocabularyFrontEnd
+
+        self.front_end = front_end
+        self.words = ({w: i + 1 for i, w in enumerate(front_end.words)}
+                      if isinstance(front_end, VocabularyFrontEnd) else None)
+        self.cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        out = np.zeros((len(captions), self.front_end.max_tokens), dtype=np.int64)
+        for i, c in enumerate(captions):
+            row = self.cache.get(c)
+            if row is None:
+                if self.words is not None:
+                    ids = [self.words[w] for w in _caption_words(c) if w in self.words]
+                    row = np.asarray(ids[: self.front_end.max_tokens], dtype=np.int64)
+                else:
+                    try:
+                        row = self.front_end.encode([c])[0]
+                    except UsageError as e:
+                        raise UsageError(f"a caption of the data cannot be read by this "
+                                         f"architecture's front end: {e}") from None
+                if len(self.cache) < 1_000_000:
+                    self.cache[c] = row
+            out[i, : len(row)] = row
+        return torch.from_numpy(out)
+
+
+def _to_float(clips: np.ndarray) -> torch.Tensor:
+    """uint8 [B, T, H, W, 3] -> float32 [B, T, 3, H, W] in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 1, 4, 2, 3)
+    return x.float() / 127.5 - 1.0
+
+
+def sample_prompts(ts, n: int) -> list[str]:
+    """The first ``n`` distinct captions of the data, in its order (the samples' prompts)."""
+    out: list[str] = []
+    for cs in ts.captions:
+        for c in cs[:1]:
+            if c.strip() and c not in out:
+                out.append(c)
+        if len(out) >= n:
+            break
+    return out
+
+
+# --- the trainer ---------------------------------------------------------------------------
+
+@dataclass
+class AdversarialTrainer:
+    """Everything one step touches; :meth:`step` is one step (see the module docstring)."""
+
+    cfg: AdversarialConfig
+    device: torch.device
+    data: Any
+    G: torch.nn.Module
+    G_ema: torch.nn.Module
+    FD: FrameDiscriminator
+    VD: VideoDiscriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    tokens: CaptionTokens
+    gen: torch.Generator                 # every torch draw of the schedule (CPU)
+    rng: np.random.Generator             # the data's draws
+
+    @classmethod
+    def create(cls, cfg: AdversarialConfig, data=None) -> AdversarialTrainer:
+        """The trainer of ``cfg`` (``data``: an opened training set, else ``cfg.data``'s)."""
+        from t2v_rt.generators.registry import get
+
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
+                              else ("cpu" if cfg.device == "auto" else cfg.device))
+        ts = data if data is not None else open_data(cfg)
+        config = model_config(cfg, ts)
+        native = config.native_fps
+        if native is not None and abs(float(native) - float(ts.fps)) > 1e-6:
+            if data is not None:
+                raise UsageError(f"the data is at {float(ts.fps):g} fps and this recurrent "
+                                 f"model steps at {float(native):g} fps; read the data at its "
+                                 "rate (--fps)")
+            log(f"reading the data at {float(native):g} fps, the model's native rate")
+            ts = open_data(cfg, float(native))
+        if config.resolution != int(ts.clips.shape[2]):
+            raise UsageError(f"the model is {config.resolution}x{config.resolution} and the data "
+                             f"is read at {ts.clips.shape[2]}x{ts.clips.shape[2]}; read it at the "
+                             f"model's resolution (--set size={config.resolution})")
+        t_data = int(ts.clips.shape[1])
+        if t_data < cfg.clip_frames:
+            raise UsageError(f"--data {cfg.data}: clips of {t_data} frames, fewer than "
+                             f"clip_frames ({cfg.clip_frames})")
+        torch.manual_seed(cfg.seed)
+        G = get(config.ARCH).generator_class(config).to(device).train()
+        G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        vocab_size = config.front_end().vocab_size
+        res = config.resolution
+        FD = FrameDiscriminator(res, vocab_size, cfg.d_width, cfg.d_max_width, cfg.d_dim).to(device)
+        VD = VideoDiscriminator(cfg.clip_frames, res, vocab_size, cfg.d_width, cfg.d_max_width,
+                                cfg.d_dim).to(device)
+        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(0.0, 0.99), eps=1e-8)
+        opt_d = torch.optim.Adam(list(FD.parameters()) + list(VD.parameters()), lr=cfg.lr_d,
+                                 betas=(0.0, 0.99), eps=1e-8)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        return cls(cfg, device, ts, G, G_ema, FD, VD, opt_g, opt_d,
+                   CaptionTokens(config.front_end()), gen, rng)
+
+    @property
+    def config(self):
+        return self.G.config
+
+    @property
+    def fps(self) -> float:
+        return float(self.data.fps)
+
+    # --- checkpoints --------------------------------------------------------------------
+
+    MODULES = ("G", "G_ema", "FD", "VD")
+    OPTIMIZERS = ("opt_g", "opt_d")
+
+    def state(self, step: int) -> dict[str, torch.Tensor]:
+        flat = {"step": torch.tensor(step), "rng.torch": self.gen.get_state(),
+                "rng.numpy": _numpy_state(self.rng)}
+        for prefix in self.MODULES + self.OPTIMIZERS:
+            flat.update(runs.flat_state(prefix, getattr(self, prefix)))
+        return flat
+
+    def load(self, flat: dict[str, torch.Tensor]) -> int:
+        """Restore from a checkpoint's tensors; returns its step."""
+        for prefix in self.MODULES:
+            getattr(self, prefix).load_state_dict(runs.sub(flat, prefix))
+        for prefix in self.OPTIMIZERS:
+            runs.load_opt(getattr(self, prefix), prefix, flat)
+        self.gen.set_state(flat["rng.torch"])
+        self.rng.bit_generator.state = json.loads(bytes(flat["rng.numpy"].tolist()).decode())
+        return int(flat["step"].item())
+
+    def load_checkpoint(self, path: Path, config_hint: str) -> tuple[int, dict[str, str]]:
+        flat, meta = runs.load_checkpoint(
+            path, {p: getattr(self, p) for p in self.MODULES},
+            {p: getattr(self, p) for p in self.OPTIMIZERS},
+            {"rng.torch": tuple(self.gen.get_state().shape), "rng.numpy": (NUMPY_STATE_BYTES,)},
+            config_hint)
+        try:
+            return self.load(flat), meta
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise UsageError(f"--resume {path} is not a readable checkpoint of this trainer "
+                             f"({type(e).__name__}: {str(e)[:100]}); pass a checkpoint-*."
+                             "safetensors written by t2v-rt train --data, or its run folder") from None
+
+    # --- one step -----------------------------------------------------------------------
+
+    def plan(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor]:
+        """Which frames of the data clips are used and when the generated ones are: (frame
+        indices [Tc], times after the first [Tc] in seconds (float64), the first step of a
+        recurrent model, start times [B] of a continuous one)."""
+        cfg, t_data = self.cfg, int(self.data.clips.shape[1])
+        tc = cfg.clip_frames
+        top = max(1, min(cfg.max_stride, (t_data - 1) // max(tc - 1, 1)))
+        stride = int(torch.randint(1, top + 1, (1,), generator=self.gen))
+        span = (tc - 1) * stride
+        first = int(torch.randint(0, t_data - span, (1,), generator=self.gen))
+        idx = torch.arange(tc) * stride
+        rel = idx.double() / self.fps
+        step0 = first                                   # recurrent: the window's first step
+        starts = torch.rand(batch, generator=self.gen, dtype=torch.float64) * cfg.time_horizon
+        return idx + first, rel, [step0 + int(i) for i in idx], starts
+
+    def fake(self, tokens: torch.Tensor, z: torch.Tensor, rel: torch.Tensor,
+             steps: list[int], starts: torch.Tensor) -> torch.Tensor:
+        """Generated clips [B, Tc, 3, R, R] through the generator interface (see the module
+        docstring)."""
+        G, b, tc = self.G, tokens.shape[0], len(steps)
+        w = G.style(tokens, z)
+        if G.form == "continuous":
+            times = (starts[:, None] + rel[None, :]).reshape(-1).numpy()
+            feats = torch.as_tensor(self.config.time_features(times), device=w.device)
+        else:
+            state, keep, want = G.initial_state(w), [], set(steps)
+            for s in range(max(steps) + 1):
+                f, state = G.step(w, state)
+                if s in want:
+                    keep.append(f)
+            feats = torch.stack(keep, dim=1).reshape(b * tc, -1)
+        frames = G.synthesize(w.repeat_interleave(tc, dim=0), feats.to(w.dtype))
+        return frames.reshape(b, tc, *frames.shape[1:])
+
+    def step(self, step: int) -> dict[str, float]:
+        """One step (data, generator, discriminators, EMA); returns its numbers."""
+        cfg, device = self.cfg, self.device
+        G, FD, VD = self.G, self.FD, self.VD
+        b = cfg.batch_size
+        clips, captions = self.data.sample(self.rng, b)
+        frame_idx, rel, steps, starts = self.plan(b)
+        real = _to_float(np.asarray(clips)[:, frame_idx.numpy()]).to(device)   # [B, Tc, 3, R, R]
+        tokens = self.tokens(list(captions)).to(device)
+        z = torch.randn(b, self.config.latent_dim, generator=self.gen).to(device)
+        tc = cfg.clip_frames
+        times = rel.float().to(device).expand(b, -1)
+        rep = lambda x: x.repeat_interleave(tc, dim=0)  # noqa: E731
+        aug_fake = augment_params(b, real.shape[-1], self.gen, cfg.translate, cfg.cutout)
+        aug_real = augment_params(b, real.shape[-1], self.gen, cfg.translate, cfg.cutout)
+        aug = (lambda x, p: augment(x, p)) if cfg.augment else (lambda x, p: x)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+        # Generator: fool both discriminators.
+        G.train().requires_grad_(True)
+        FD.requires_grad_(False)
+        VD.requires_grad_(False)
+        with autocast:
+            fake = self.fake(tokens, z, rel, steps, starts)
+            fa = aug(fake, aug_fake)
+            loss_g = g_loss(FD(fa.flatten(0, 1), rep(tokens))) + g_loss(VD(fa, times, tokens))
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+
+        # Discriminators: real vs generated (vs real with another clip's caption), lazy R1.
+        FD.requires_grad_(True)
+        VD.requires_grad_(True)
+        do_r1 = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
+        real_in = real.detach().requires_grad_(do_r1)
+        with autocast:
+            ra, fa = aug(real_in, aug_real), aug(fake.detach(), aug_fake)
+            fr, ff = FD(ra.flatten(0, 1), rep(tokens)), FD(fa.flatten(0, 1), rep(tokens))
+            vr, vf = VD(ra, times, tokens), VD(fa, times, tokens)
+            if cfg.matching and b > 1:
+                wrong = tokens.roll(1, dims=0)
+                differs = (wrong != tokens).any(dim=1)
+                fm, vm = FD(ra.flatten(0, 1), rep(wrong)), VD(ra, times, wrong)
+                loss_d = (d_loss(fr, ff, fm, rep(differs)) + d_loss(vr, vf, vm, differs))
+            else:
+                loss_d = d_loss(fr, ff) + d_loss(vr, vf)
+        loss = loss_d
+        r1 = torch.zeros(())
+        if do_r1:
+            r1 = r1_penalty(fr, real_in) + r1_penalty(vr, real_in)
+            loss = loss + cfg.r1_gamma / 2 * r1 * cfg.r1_every
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+
+        ema_update(self.G_ema, G, ema_beta(step, cfg.ema_halflife_steps, cfg.ema_rampup))
+        with torch.no_grad():
+            acc = 0.5 * (float((fr > 0).float().mean()) + float((ff < 0).float().mean()))
+        out = {"g": float(loss_g.detach()), "d": float(loss_d.detach()), "d_acc": acc}
+        if do_r1:
+            out["r1"] = float(r1.detach())
+        return out
+
+
+def _numpy_state(rng: np.random.Generator) -> torch.Tensor:
+    data = json.dumps(rng.bit_generator.state).encode()
+    if len(data) > NUMPY_STATE_BYTES:
+        raise RuntimeError(f"numpy generator state of {len(data)} bytes")
+    return torch.tensor(list(data.ljust(NUMPY_STATE_BYTES)), dtype=torch.uint8)
+
+
+# --- samples -------------------------------------------------------------------------------
+
+@torch.no_grad()
+def write_samples(g, prompts: list[str], tokens: torch.Tensor, path: Path, fps: float,
+                  seconds: float, device: torch.device) -> None:
+    """A grid video of ``prompts`` (seed i for prompt i, as ``t2v-rt stream --seed i``),
+    ``seconds`` at ``fps`` (a recurrent model: its native rate), rows of 4."""
+    from t2v_rt.encode.sink import VideoSink
+
+    n = len(prompts)
+    rate = float(g.config.native_fps or fps)
+    count = max(1, int(round(seconds * rate)))
+    z = torch.stack([torch.from_numpy(np.asarray(g.config.latent(i))) for i in range(n)])
+    times = torch.arange(count, dtype=torch.float64) / rate
+    frames = g(tokens.to(device), z.to(device), times.numpy()).float().cpu()   # [n, T, 3, R, R]
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    r = frames.shape[-1]
+    grid = torch.zeros(count, 3, rows * r, cols * r)
+    for i in range(n):
+        y, x = divmod(i, cols)
+        grid[:, :, y * r:(y + 1) * r, x * r:(x + 1) * r] = frames[i]
+    h, w = grid.shape[-2:]
+    grid = torch.nn.functional.pad(grid, (0, w % 2, 0, h % 2), value=-1.0)    # even for H.264
+    video = ((grid.clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
+    sink = VideoSink(path, "mp4", Fraction(rate).limit_denominator(1001),
+                     (video.shape[2], video.shape[1]))
+    try:
+        sink.write(video.numpy())
+    finally:
+        sink.close()
+
+
+# --- the run -------------------------------------------------------------------------------
+
+def train(cfg: AdversarialConfig, resume: str | None = None, dry_run: bool = False,
+          stop: Callable[[], bool] | None = None, data=None) -> Path:
+    """Train; returns the run folder. ``resume``, ``stop``, the files and the failures are as
+    :func:`t2v_rt.models.shapes.train.train`'s; ``data``: an opened training set (tests),
+    else ``cfg.data`` is opened. With ``cfg.minutes``, the run stops (saved) after that much
+    wall time and can be resumed for the remaining steps."""
+    from t2v_rt.generators.registry import get
+
+    cfg = cfg.validate()
+    if not cfg.data and data is None:
+        raise UsageError("t2v-rt train --arch needs --data DIR, a folder of captioned videos "
+                         "(t2v-rt dataset render-shapes DIR makes one)")
+    cfg.name = cfg.run_name
+    if cfg.data:
+        cfg.data = str(Path(cfg.data).resolve())
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' asked for, but PyTorch sees no CUDA GPU; use --device "
+                         "cpu (or auto)")
+    arch = get(cfg.arch)                       # an unknown name: one line, before any work
+    presets = {"default": {}, **arch.presets}
+    if cfg.preset not in presets:
+        raise UsageError(f"architecture '{cfg.arch}' has no preset '{cfg.preset}'; presets: "
+                         f"{', '.join(presets)}")
+    target = runs.resume_target(resume, _has_config) if resume else None
+    tr = AdversarialTrainer.create(cfg, data)
+    # The run's config.json holds the whole generator config: a resume builds the same model.
+    cfg.model = {k: v for k, v in tr.config.to_dict().items() if k != "architecture"}
+    prompts = sample_prompts(tr.data, cfg.sample_prompts)
+
+    def describe(run: runs.Run) -> str:
+        n_g = sum(p.numel() for p in tr.G.parameters())
+        n_d = sum(p.numel() for m in (tr.FD, tr.VD) for p in m.parameters())
+        ts, c = tr.data, tr.config
+        return (f"run {run.path} | device {tr.device} | {c.ARCH} generator {n_g / 1e6:.2f}M "
+                f"params, discriminators {n_d / 1e6:.2f}M | data {ts.clips.shape[0]} clips x "
+                f"{ts.clips.shape[1]} frames, {c.resolution}x{c.resolution} at "
+                f"{float(ts.fps):g} fps, {len(getattr(c, 'vocab', ()))} words | {cfg.steps} "
+                f"steps of {cfg.batch_size} clips x {cfg.clip_frames} frames"
+                + (f", at most {cfg.minutes:g} min" if cfg.minutes else ""))
+
+    def load(ckpt: Path) -> tuple[int, dict]:
+        return tr.load_checkpoint(ckpt, f"t2v-rt train --resume {ckpt.parent}")
+
+    def loop(run: runs.Run, start: int) -> None:
+        _train_steps(tr, cfg, run, start, stop, prompts)
+
+    def make_run(path, new, record, cfg_, start):
+        return runs.Run(path, new, record, cfg_, start,
+                        resume_command=lambda r: f"t2v-rt train --resume {r.path}")
+
+    return runs.run_training(
+        tr, cfg, resume, target, dry_run, stop, load=load, describe=describe, loop=loop,
+        oom_hint=f"lower batch_size (now {cfg.batch_size}) or clip_frames (now "
+                 f"{cfg.clip_frames})", make_run=make_run)
+
+
+def _train_steps(tr: AdversarialTrainer, cfg: AdversarialConfig, run: runs.Run, start: int,
+                 stop: Callable[[], bool] | None, prompts: list[str]) -> None:
+    """The loop: steps, metrics, checkpoints, samples, the time budget."""
+    progress = runs.Progress(start)
+    t0 = time.time()
+    stats: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    sample_tokens = tr.tokens(prompts) if prompts else None
+    if prompts and cfg.sample_every and run.new:
+        run.write(run.path / "samples.txt",
+                  ("\n".join(f"{i}: {p}" for i, p in enumerate(prompts)) + "\n").encode(),
+                  "the samples' prompts")
+    for step in range(start, cfg.steps):
+        if stop is not None and stop():
+            raise runs.Stop
+        for k, v in tr.step(step).items():
+            stats[k] = stats.get(k, 0.0) + v
+            counts[k] = counts.get(k, 0) + 1
+        done = run.done = step + 1
+        out_of_time = bool(cfg.minutes) and time.time() - t0 >= cfg.minutes * 60
+        last = done == cfg.steps or out_of_time
+        if done % cfg.log_every == 0 or last:
+            rate = progress.rate(done)
+            mean = {k: v / counts[k] for k, v in stats.items()}
+            run.append_metrics({"step": done, "steps_per_s": rate,
+                                "clips_per_s": rate * cfg.batch_size, **mean})
+            left = (cfg.steps - done) / max(rate, 1e-9)
+            if cfg.minutes:
+                left = min(left, max(0.0, cfg.minutes * 60 - (time.time() - t0)))
+            r1 = f" | R1 {mean['r1']:.3f}" if "r1" in mean else ""
+            log(f"step {done}/{cfg.steps} | G {mean['g']:.3f} | D {mean['d']:.3f} (right "
+                f"{100 * mean['d_acc']:.0f}%){r1} | {rate:.2f} steps/s, "
+                f"{rate * cfg.batch_size:.1f} clips/s | ETA {runs.eta(left)}")
+            stats.clear()
+            counts.clear()
+        if done % cfg.checkpoint_every == 0 or last:
+            run.save(tr, done)
+        if prompts and cfg.sample_every and (done % cfg.sample_every == 0 or last):
+            run.write_with(run.path / f"samples-{done:07d}.mp4",
+                           lambda tmp: write_samples(tr.G_ema, prompts, sample_tokens, tmp,
+                                                     tr.fps, cfg.sample_seconds, tr.device),
+                           "sample video")
+        if out_of_time and done < cfg.steps:
+            log(f"time budget of {cfg.minutes:g} min reached at step {done} of {cfg.steps}: "
+                f"saved; {run.resume_hint()}")
+            return
+
+
+__all__ = ["DEFAULT_STEPS", "AdversarialConfig", "AdversarialTrainer", "CaptionTokens",
+           "TrainInterrupted", "build_config", "is_adversarial_config", "learned_vocabulary",
+           "model_config", "resumable_config", "sample_prompts", "train", "write_samples"]

@@ -1,0 +1,326 @@
+"""``t2v-rt train --data DIR --arch ARCH`` (t2v_rt.training): a short adversarial run on a small
+rendered dataset lowers the losses and resumes bit for bit, for a continuous (stylegan-v) and
+a recurrent (mocogan) architecture; the trained weights stream on the CPU backends; the
+learned vocabulary refuses unknown words with a suggestion; R1 and DiffAugment keep what they
+must (the caption's colours and directions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from t2v_rt import cli
+from t2v_rt.errors import UsageError
+from t2v_rt.generators.io import load_generator, read_config
+from t2v_rt.training.losses import augment, augment_params, d_loss, ema_beta, r1_penalty
+from t2v_rt.training.trainer import AdversarialConfig, AdversarialTrainer, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SIZE, FRAMES, CLIPS = 16, 8, 32
+ARCHS = ("stylegan-v", "mocogan")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """32 shapes-world clips, 16x16, 8 frames at 15 fps, as a captioned folder, opened
+    through the data package's training cache."""
+    from t2v_rt.data import open_training_set
+    from t2v_rt.models.shapes.dataset_folder import render_shapes
+
+    root = tmp_path_factory.mktemp("data")
+    render_shapes(root / "shapes", CLIPS, seed=0, size=SIZE, seconds=FRAMES / 15,
+                  captions_per_clip=3, workers=1)
+    ts = open_training_set(root / "shapes", frames=FRAMES, size=SIZE, cache_dir=root / "cache")
+    assert ts.clips.shape == (CLIPS, FRAMES, SIZE, SIZE, 3)
+    return root / "shapes", root / "cache", ts
+
+
+def settings(tmp_path, data, **kw):
+    folder, cache, _ = data
+    base = dict(data=str(folder), cache_dir=str(cache), size=SIZE, frames=FRAMES,
+                run_dir=str(tmp_path), steps=40, batch_size=8, clip_frames=3, log_every=5,
+                checkpoint_every=20, sample_every=0, threads=1, lr_g=2e-3, lr_d=2e-3)
+    base.update(kw)
+    return AdversarialConfig(**base)
+
+
+def metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+STEPS = 120
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, dataset):
+    """One 120-step run per architecture (shared by the tests below), with narrow
+    discriminators (16 channels at full resolution) so that it takes seconds."""
+    out = {}
+    for arch in ARCHS:
+        tmp = tmp_path_factory.mktemp(arch)
+        out[arch] = train(settings(tmp, dataset, arch=arch, steps=STEPS, log_every=10,
+                                   checkpoint_every=60, sample_every=STEPS, d_width=16,
+                                   d_dim=64), data=dataset[2])
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_short_run_lowers_both_losses(trained, dataset, arch):
+    """GAN losses are not monotone step by step (each player's loss is the other's gain), so
+    each side is judged by what it has learnt: the discriminators tell real from generated
+    better (their loss falls from 2 log 4, the share they get right rises) and the generator's
+    clips come closer to the data (the gap in their colour and motion statistics shrinks)."""
+    run = trained[arch]
+    assert run.name == f"00000-{arch}"
+    rows = metrics(run)
+    assert [r["step"] for r in rows] == list(range(10, STEPS + 10, 10))
+    later = rows[2:]
+    assert np.mean([r["d"] for r in later]) < 0.9 * rows[0]["d"], rows
+    assert np.mean([r["d_acc"] for r in later]) > max(0.6, rows[0]["d_acc"]), rows
+    assert any("r1" in r for r in rows)
+    cfg = AdversarialConfig.from_dict(json.loads((run / "config.json").read_text()))
+    start = AdversarialTrainer.create(cfg, data=dataset[2])
+    end = AdversarialTrainer.create(cfg, data=dataset[2])
+    end.load(load_file(str(run / f"checkpoint-{STEPS:07d}.safetensors")))
+    assert _data_gap(end, dataset[2]) < 0.85 * _data_gap(start, dataset[2])
+    assert (run / f"samples-{STEPS:07d}.mp4").stat().st_size > 0
+    assert "0: " in (run / "samples.txt").read_text()
+
+
+def _stats(clips: torch.Tensor) -> torch.Tensor:
+    """[B, T, 3, H, W] -> [B, 7]: mean colour, colour spread, mean change between frames."""
+    motion = (clips[:, 1:] - clips[:, :-1]).abs().mean((1, 2, 3, 4))
+    return torch.cat([clips.mean((-2, -1)).mean(1), clips.std((-2, -1)).mean(1),
+                      motion[:, None]], 1)
+
+
+@torch.no_grad()
+def _data_gap(tr: AdversarialTrainer, ts) -> float:
+    """How far the EMA generator's clips (one per data caption, fixed seeds) are from the
+    data's: the L1 gap of the means and spreads of their colour and motion statistics."""
+    captions = [c[0] for c in ts.captions]
+    z = torch.randn(len(captions), tr.config.latent_dim, generator=torch.Generator().manual_seed(0))
+    fake = tr.G_ema(tr.tokens(captions), z, np.arange(FRAMES) / ts.fps).float()
+    real = torch.from_numpy(np.array(ts.clips)).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
+    f, r = _stats(fake), _stats(real)
+    return float((f.mean(0) - r.mean(0)).abs().sum() + (f.std(0) - r.std(0)).abs().sum())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHS)
+def test_resume_continues_bit_for_bit(tmp_path, dataset, arch):
+    whole = train(settings(tmp_path / "a", dataset, arch=arch, steps=8, log_every=1,
+                           checkpoint_every=4), data=dataset[2])
+    # From the step-4 checkpoint file (not its run's latest): a new run folder, same steps.
+    again = train(settings(tmp_path / "b", dataset, arch=arch, steps=8, log_every=1,
+                           checkpoint_every=4),
+                  resume=str(whole / "checkpoint-0000004.safetensors"), data=dataset[2])
+    assert again.parent == tmp_path / "b"
+    a, b = metrics(whole)[4:], metrics(again)
+    strip = lambda rows: [{k: v for k, v in r.items() if "per_s" not in k} for r in rows]  # noqa: E731
+    assert strip(a) == strip(b)
+    fa = load_file(str(whole / "checkpoint-0000008.safetensors"))
+    fb = load_file(str(again / "checkpoint-0000008.safetensors"))
+    assert fa.keys() == fb.keys()
+    for k in fa:
+        assert torch.equal(fa[k], fb[k]), k
+
+
+def test_stop_saves_the_step_and_says_how_to_resume(tmp_path, dataset):
+    from t2v_rt.training.runs import TrainInterrupted
+
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(TrainInterrupted, match="interrupted at step 2 of 40: saved .*"
+                                              "continue with: t2v-rt train --resume"):
+        train(settings(tmp_path, dataset, arch="stylegan-v"), stop=stop, data=dataset[2])
+    run = tmp_path / "00000-stylegan-v"
+    assert int(load_file(str(run / "checkpoint-0000002.safetensors"))["step"]) == 2
+    record = json.loads((run / "run.json").read_text())
+    assert record["checkpoints"] == ["checkpoint-0000002.safetensors"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_trained_generator_streams_on_every_cpu_backend(trained, dataset, arch):
+    """``t2v-rt stream --model run/generator.safetensors`` with the torch and the onnxruntime
+    backend (which exports the graphs on first use), both at once; the bytes decode."""
+    import io
+
+    import av
+
+    weights = trained[arch] / "generator.safetensors"
+    caption = dataset[2].captions[0][0]
+    procs = {backend: subprocess.Popen(
+        [sys.executable, "-m", "t2v_rt", "stream", caption, "--model", str(weights),
+         "--backend", backend, "--frames", "3", "--no-realtime", "--size", "32",
+         "--encoder", "x264"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for backend in ("torch", "onnxruntime")}
+    for backend, proc in procs.items():
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, (backend, err.decode()[-2000:])
+        with av.open(io.BytesIO(out)) as c:
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        assert len(frames) == 3 and frames[0].shape == (32, 32, 3), backend
+        assert f"backend {backend}" in err.decode() or backend in err.decode()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_learned_vocabulary_refuses_unknown_words(trained, dataset, arch):
+    config = read_config(trained[arch] / "generator.safetensors")
+    ts = dataset[2]
+    assert list(config.vocab) == ts.vocabulary
+    assert config.resolution == SIZE
+    front = config.front_end()
+    for caps in ts.captions:                      # every caption of the data reads
+        for c in caps:
+            front.check(c)
+    assert "ball" in config.vocab
+    with pytest.raises(UsageError, match="unknown word 'bal'.*did you mean 'ball'"):
+        front.check("a red bal")
+    g = load_generator(trained[arch] / "generator.safetensors")
+    assert g.config.ARCH == arch
+
+
+def test_the_cli_refuses_unknown_words_and_bad_settings(tmp_path, dataset, capsys):
+    rc = cli.main(["train", "--data", str(dataset[0]), "--arch", "stylegan-v",
+                   "--set", "no_such_thing=1", "--run-dir", str(tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "'no_such_thing' is neither a training setting" in err and "\n" == err[-1]
+    rc = cli.main(["train", "--data", str(dataset[0]), "--arch", "no-such-arch",
+                   "--run-dir", str(tmp_path), "--dry-run"])
+    assert rc == 2 and "unknown architecture 'no-such-arch'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_dry_run_through_the_cli_names_the_run(tmp_path, dataset, capsys):
+    rc = cli.main(["train", "--data", str(dataset[0]), "--arch", "mocogan", "--dry-run",
+                   "--run-dir", str(tmp_path), "--set", f"size={SIZE}", "--set",
+                   f"frames={FRAMES}", "--set", f"cache_dir={dataset[1]}",
+                   "--set", "content_dim=8"])
+    assert rc == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "00000-mocogan" in err and "mocogan generator" in err and "16x16 at 15 fps" in err
+    saved = json.loads((tmp_path / "00000-mocogan" / "config.json").read_text())
+    assert saved["arch"] == "mocogan" and saved["model"]["content_dim"] == 8
+    assert saved["model"]["fps"] == 15 and saved["model"]["resolution"] == SIZE
+
+
+def test_help_says_how_long_the_default_run_takes(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "about an hour" in out and "--data" in out and "--minutes" in out
+
+
+# --- the pieces ---------------------------------------------------------------------------
+
+
+def _moving_square(b=3, t=5, size=24, seed=0):
+    """Clips of a coloured square moving right one pixel per frame over a coloured ground."""
+    g = torch.Generator().manual_seed(seed)
+    clips = torch.empty(b, t, 3, size, size)
+    for i in range(b):
+        bg, fg = torch.rand(3, generator=g) * 2 - 1, torch.rand(3, generator=g) * 2 - 1
+        clips[i] = bg.view(1, 3, 1, 1)
+        y = int(torch.randint(2, size - 8, (1,), generator=g))
+        for k in range(t):
+            clips[i, k, :, y:y + 5, 4 + k:9 + k] = fg.view(3, 1, 1)
+    return clips + 0.01 * torch.randn(clips.shape, generator=g)
+
+
+@pytest.mark.parametrize("size", [16, 24, 33])
+def test_augment_keeps_each_frames_mean_colour(size):
+    clips = _moving_square(b=6, size=size, seed=size)
+    p = augment_params(6, size, torch.Generator().manual_seed(1), translate=0.25, cutout=0.4)
+    out = augment(clips, p)
+    assert out.shape == clips.shape
+    torch.testing.assert_close(out.mean((-2, -1)), clips.mean((-2, -1)), atol=1e-5, rtol=0)
+    assert not torch.equal(out, clips)
+
+
+def test_augment_moves_every_frame_of_a_clip_alike_so_motion_is_kept():
+    clips = _moving_square(b=4, size=24, seed=3)
+    p = augment_params(4, 24, torch.Generator().manual_seed(5), translate=0.25, cutout=0.0)
+    assert "cut" not in p and bool((p["shift"] != 0).any())
+    out = augment(clips, p)
+    for i, (dy, dx) in enumerate(p["shift"].tolist()):
+        # one shift for the whole clip: the same picture sequence, moved (direction kept)
+        torch.testing.assert_close(out[i], torch.roll(clips[i], (dy, dx), dims=(-2, -1)))
+
+
+def test_cutout_is_the_same_box_in_every_frame_filled_with_its_own_mean():
+    clips = _moving_square(b=3, size=20, seed=4)
+    p = augment_params(3, 20, torch.Generator().manual_seed(2), translate=0.0, cutout=0.3)
+    assert bool((p["shift"] == 0).all())
+    out = augment(clips, p)
+    side = int(p["side"])
+    for i, (y, x) in enumerate(p["cut"].tolist()):
+        box = out[i, :, :, y:y + side, x:x + side]
+        want = clips[i, :, :, y:y + side, x:x + side].mean((-2, -1), keepdim=True)
+        torch.testing.assert_close(box, want.expand_as(box))
+        mask = torch.ones(20, 20, dtype=torch.bool)
+        mask[y:y + side, x:x + side] = False
+        assert torch.equal(out[i][..., mask], clips[i][..., mask])
+
+
+def test_augment_is_differentiable():
+    clips = _moving_square(b=2, size=16).requires_grad_(True)
+    p = augment_params(2, 16, torch.Generator().manual_seed(0))
+    augment(clips, p).square().sum().backward()
+    assert clips.grad is not None and bool(torch.isfinite(clips.grad).all())
+    assert float(clips.grad.abs().sum()) > 0
+
+
+def test_r1_is_the_squared_input_gradient():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 8, 8, generator=g)
+    x = torch.randn(5, 3, 8, 8, generator=g, dtype=torch.float32).requires_grad_(True)
+    logits = (x * w).sum((1, 2, 3)) + 0.5 * (x * x).sum((1, 2, 3))   # grad: w + x
+    want = (w + x.detach()).square().sum((1, 2, 3)).mean()
+    torch.testing.assert_close(r1_penalty(logits, x), want)
+    r1_penalty(logits, x).backward()      # trained through: a graph to the input
+    torch.testing.assert_close(x.grad, 2 * (w + x.detach()) / 5)
+
+
+def test_losses_count_mismatched_captions_as_fakes():
+    real, fake = torch.full((4,), 3.0), torch.full((4,), -3.0)
+    right = d_loss(real, fake)
+    mism = torch.tensor([5.0, 5.0, -5.0, -5.0])
+    mask = torch.tensor([True, True, False, False])
+    # mismatched pairs scored as real cost; pairs that are not really mismatched do not
+    assert float(d_loss(real, fake, mism, mask)) > float(d_loss(real, fake, -mism, mask))
+    torch.testing.assert_close(d_loss(real, fake, mism, ~mask), d_loss(real, fake, -mism.abs()))
+    assert float(right) < 0.2
+    assert ema_beta(0, 100, 0.05) == 0.0 and ema_beta(10**6, 100, 0.05) == 0.5 ** (1 / 100)
+
+
+@pytest.mark.parametrize("res", [8, 16, 24, 48])
+def test_discriminators_read_any_resolution_and_the_caption(res):
+    from t2v_rt.training.discriminators import FrameDiscriminator, VideoDiscriminator
+
+    torch.manual_seed(res)
+    fd, vd = FrameDiscriminator(res, 20, base=8, dim=16), VideoDiscriminator(3, res, 20, base=8, dim=16)
+    x = torch.randn(2, 3, 3, res, res)
+    tokens = torch.tensor([[1, 2, 0], [3, 4, 5]])
+    times = torch.tensor([[0.0, 0.1, 0.2]] * 2)
+    assert fd(x[:, 0], tokens).shape == (2,) and vd(x, times, tokens).shape == (2,)
+    other = torch.tensor([[6, 7, 0], [8, 9, 10]])
+    assert not torch.allclose(fd(x[:, 0], tokens), fd(x[:, 0], other))
+    assert not torch.allclose(vd(x, times, tokens), vd(x, times, other))
+    with pytest.raises(ValueError, match="clips must be"):
+        vd(x[:, :2], times[:, :2], tokens)
