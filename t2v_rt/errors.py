@@ -67,6 +67,8 @@ _FIXES = {
     "EEXIST": "something is already there; remove it or choose another name",
     "EBADF": "the file descriptor is closed; redirect it to a file or a pipe",
     "ETXTBSY": "the file is in use; choose another name",
+    "EAGAIN": "the system is out of a resource (memory, threads or processes); close other "
+              "programs or lower --size",
 }
 
 ENVIRONMENT_ERRNOS = frozenset(_FIXES)

@@ -438,8 +438,17 @@ def test_recurrent_model_streams_batched_with_a_prompt_change(tmp_path):
     from t2v_rt.serve.scheduler import Scheduler
     from t2v_rt.serve.session import ContainerViewer, StreamSpec
 
+    from t2v_rt.serve.capacity import CapacityModel
+
+    class AdmitAll(CapacityModel):
+        """Admission is tested on its own (test_admission_hard_cap_and_measured_capacity); here a loaded CI machine must not
+        refuse the three streams this test is about."""
+
+        def check(self, streams, new):
+            return None
+
     backend = create_backend("torch", model)
-    sched = Scheduler(backend, workers=2)
+    sched = Scheduler(backend, workers=2, capacity=AdmitAll())
     sched.calibrate()           # warm, as `serve` does: a cold first call would skip frames
     sched.start()
 
