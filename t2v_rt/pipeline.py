@@ -59,10 +59,11 @@ class Video:
         self.backend = backend
         cfg = self.config = backend.config
         self.prompt = prompt
-        tokens = cfg.front_end().encode([prompt])                  # numpy [1, L]
+        # the style network's text input: token ids [1, L], or a sentence embedding [1, E]
+        text = cfg.front_end().features([prompt])
         z = np.asarray(cfg.latent(seed), dtype=np.float32)[None]     # [1, Z]
         self._z = z
-        self.w = backend.style(tokens, z)   # [1, S]
+        self.w = backend.style(text, z)     # [1, S]
         # (start s, end s, w at start [1, S], w at end [1, S]); one tuple, swapped whole, so
         # a thread reading it between batches never sees half a morph
         self._morph: tuple | None = None
@@ -140,7 +141,7 @@ class Video:
                              f"got {morph_seconds}")
         front = self.config.front_end()
         front.check(prompt)
-        w_new = self.backend.style(front.encode([prompt]), self._z)   # [1, S]
+        w_new = self.backend.style(front.features([prompt]), self._z)   # [1, S]
         start = self.t_last if start is None else float(start)
         w_from = self.style_rows(np.array([start]))[:1]
         if is_torch(w_from):

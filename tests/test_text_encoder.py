@@ -378,6 +378,11 @@ def test_no_writable_cache_keeps_it_in_memory(files, counted, exports, monkeypat
     from t2v_rt.compile import cache
 
     monkeypatch.setattr(cache, "write_root", lambda log=None: None)
+    # nothing on disk, nothing in this process's memory yet (an earlier test module may have
+    # exported into the session's cache or kept graphs in memory)
+    monkeypatch.setattr(minilm, "lookup_folders", lambda digest: [])
+    monkeypatch.setattr(minilm, "IN_MEMORY", {})
+    monkeypatch.setattr(sys.modules["t2v_rt.text_encoders.export"], "IN_MEMORY", minilm.IN_MEMORY)
     assert minilm.ensure_graph(files, "fp32") == exports["fp32"].data
     assert minilm.ensure_graph(files, "fp32") == exports["fp32"].data and len(counted) == 1
 

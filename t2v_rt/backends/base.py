@@ -69,8 +69,10 @@ class Backend(ABC):
         return getattr(self.device, "type", self.device) == "cuda"
 
     @abstractmethod
-    def style(self, tokens: Array, z: Array) -> Array:
-        """tokens [B, L] int64, z [B, Z] float32 -> per-video style w [B, S] on ``device``."""
+    def style(self, text: Array, z: Array) -> Array:
+        """text (``config.text_input``: tokens [B, L] int64, or a sentence embedding [B, E]
+        float32: ``config.front_end().features``), z [B, Z] float32 -> per-video style w [B, S]
+        on ``device``."""
 
     @abstractmethod
     def frames(self, w: Array, features: Array) -> Array:

@@ -375,8 +375,8 @@ class FusedGenerator(nn.Module):
     def form(self) -> str:
         return self.config.FORM
 
-    def style(self, tokens, z):
-        return self.generator.style(tokens, z)
+    def style(self, text, z):
+        return self.generator.style(text, z)
 
     def initial_state(self, w):
         return self.generator.initial_state(w)
@@ -538,10 +538,10 @@ def sample_inputs(g, n: int, seed: int, device=None) -> tuple[torch.Tensor, torc
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     front = cfg.front_end()
-    tokens = torch.from_numpy(front.encode(front.example_prompts(rng, n))).to(device)
+    text = torch.as_tensor(front.features(front.example_prompts(rng, n))).to(device)
     z = torch.randn(n, cfg.latent_dim, generator=gen).to(device)
     with torch.no_grad():
-        w = g.style(tokens, z).float()
+        w = g.style(text, z).float()
         if cfg.FORM == "continuous":
             t = torch.rand(n, generator=gen, dtype=torch.float64) * 1000
             features = torch.as_tensor(cfg.time_features(t), dtype=torch.float32, device=device)

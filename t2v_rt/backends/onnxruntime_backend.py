@@ -36,13 +36,18 @@ class OnnxRuntimeBackend(Backend):
         self.providers = providers()
         self._sessions = {name: ort_session(g.data, threads, self.providers)
                           for name, g in graphs.items()}
+        # The style graph's text input, by its name: "tokens" (int64) or "text_embedding".
+        names = [i.name for i in self._sessions["style"].get_inputs()]
+        self._text = next((n for n in names if n != "z"), "tokens")
+        self._text_dtype = np.int64 if self._text == "tokens" else np.float32
         self.device = "cpu"     # inputs and outputs are host arrays
 
     def _run(self, graph: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._sessions[graph].run(None, feed)
 
-    def style(self, tokens, z) -> np.ndarray:
-        return self._run("style", {"tokens": as_numpy(tokens, np.int64), "z": as_numpy(z)})[0]
+    def style(self, text, z) -> np.ndarray:
+        return self._run("style", {self._text: as_numpy(text, self._text_dtype),
+                                   "z": as_numpy(z)})[0]
 
     def frames(self, w, features) -> np.ndarray:
         return self._run("frames", {"w": as_numpy(w), "features": as_numpy(features)})[0]

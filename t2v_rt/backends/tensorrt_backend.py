@@ -48,7 +48,7 @@ from t2v_rt.compile.engine import (
     validity_problem,
     write_runtime_cache,
 )
-from t2v_rt.compile.graphs import IO, graph_names
+from t2v_rt.compile.graphs import graph_names, io_names
 from t2v_rt.errors import RuntimeUnavailable
 from t2v_rt.files import read_inside, sha256_bytes
 from t2v_rt.generators.io import read_config, require_weights
@@ -320,7 +320,7 @@ class TensorRTBackend(Backend):
         for name, engine in engines.items():
             got = self._engines[name] = _Engine(trt, engine, self._rt_configs.get(name), name,
                                                 self.device)
-            inputs, outputs = IO[name]
+            inputs, outputs = io_names(name, self.config)
             if sorted(got.inputs) != sorted(inputs) or sorted(got.outputs) != sorted(outputs):
                 raise RuntimeUnavailable(
                     f"{self.folder / f'{name}.engine'} has inputs {got.inputs} and outputs "
@@ -366,12 +366,14 @@ class TensorRTBackend(Backend):
 
     # --- running ------------------------------------------------------------------------
 
-    def style(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        e = self._style
-        feeds = {"tokens": e.feed("tokens", tokens), "z": e.feed("z", z)}
-        if len(feeds["tokens"]) != len(feeds["z"]):
-            raise ValueError(f"tokens [{len(tokens)}, L] and z [{len(z)}, Z] differ in batch")
-        if len(tokens) == 0:
+    def style(self, text: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """text: the style engine's text input by its name (``config.text_input``: tokens
+        int64, or a sentence embedding float32), z [B, Z]."""
+        e, name = self._style, io_names("style", self.config)[0][0]
+        feeds = {name: e.feed(name, text), "z": e.feed("z", z)}
+        if len(feeds[name]) != len(feeds["z"]):
+            raise ValueError(f"{name} [{len(text)}, ...] and z [{len(z)}, Z] differ in batch")
+        if len(text) == 0:
             return torch.empty((0, *e.shapes["w"][1:]), dtype=torch.float32, device=self.device)
         return batched(feeds, e.min, e.max, lambda f: e.run(f)["w"]).float()
 

@@ -38,8 +38,9 @@ class TorchBackend(Backend):
         return torch.as_tensor(x, dtype=dtype, device=self.device)
 
     @torch.inference_mode()
-    def style(self, tokens, z) -> torch.Tensor:
-        return self.generator.style(self._in(tokens, torch.long), self._in(z))
+    def style(self, text, z) -> torch.Tensor:
+        kind = torch.long if self.config.text_input == "tokens" else torch.float32
+        return self.generator.style(self._in(text, kind), self._in(z))
 
     @torch.inference_mode()
     def frames(self, w, features) -> torch.Tensor:

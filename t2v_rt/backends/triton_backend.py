@@ -94,8 +94,9 @@ class TritonBackend(Backend):
     # --- per video / per step: PyTorch, fp32 ---------------------------------------------
 
     @torch.inference_mode()
-    def style(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.generator.style(torch.as_tensor(tokens, dtype=torch.long, device=self.device),
+    def style(self, text: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        kind = torch.long if self.config.text_input == "tokens" else torch.float32
+        return self.generator.style(torch.as_tensor(text, dtype=kind, device=self.device),
                                     torch.as_tensor(z, dtype=torch.float32, device=self.device))
 
     @torch.inference_mode()

@@ -2,8 +2,11 @@
 
 The graphs follow the generator interface (``t2v_rt.generators.interface``):
 
-- ``style``: token ids [B, L] int64 and latents [B, Z] float32 -> per-video style w [B, S]
-  float32 (once per video);
+- ``style``: the text input and latents [B, Z] float32 -> per-video style w [B, S] float32
+  (once per video). The text input is named by the config (``config.text_input``,
+  :func:`~t2v_rt.compile.graphs.io_names`): ``tokens``, token ids [B, L] int64, or
+  ``text_embedding``, a pretrained sentence embedding [B, E] float32 computed on the host (the
+  encoder is not in the graph);
 - ``frames``: w [N, S] float32 and the frames' features [N, F] float32 -> frames
   [N, 3, R, R] float32 in [-1, 1]. A continuous generator's features are its time features,
   computed on the host in float64 (``config.time_features``), so a frame at t = 600 s is as
@@ -33,21 +36,22 @@ from torch import nn
 
 from t2v_rt.compile.graphs import (  # noqa: F401 - the graph names, files and sessions live there
     FORMAT, IN_MEMORY, IO, MANIFEST, OPSET, PRECISIONS, TOLERANCE, Graph, cached_exports,
-    ensure_exported, file_sha256, graph_names, graph_path, load_exports, manifest_entries,
-    ort_session,
+    ensure_exported, file_sha256, graph_names, graph_path, io_names, load_exports,
+    manifest_entries, ort_session,
 )
 from t2v_rt.errors import CompileError, UsageError
 from t2v_rt.files import atomic_write, atomic_write_bytes, sha256_bytes
 
 class StyleGraph(nn.Module):
-    """tokens [B, L] int64, z [B, Z] -> w [B, S] (float32)."""
+    """text (tokens [B, L] int64, or an embedding [B, E] float32), z [B, Z] -> w [B, S]
+    (float32)."""
 
     def __init__(self, g):
         super().__init__()
         self.g = g
 
-    def forward(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.g.style(tokens, z)
+    def forward(self, text: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.g.style(text, z)
 
 
 class FramesGraph(nn.Module):
@@ -114,20 +118,25 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 def random_inputs(g, n_videos: int, n_frames: int, seed: int) -> dict[str, torch.Tensor]:
-    """Fresh inputs of every graph, from the generator's own front end and latent: token ids
-    of random prompts it reads, standard-normal latents, their styles, and per frame its
-    features (continuous: the time features of random times in [0, 1000) s; recurrent: the
-    features of real steps, from states a random number of steps in)."""
+    """Fresh inputs of every graph, from the generator's own front end and latent: the text
+    input of random prompts it reads (``front_end().features``: token ids, or a pretrained
+    encoder's embeddings), under ``"text"`` and under the style graph's input name
+    (``config.text_input``: ``"tokens"`` or ``"text_embedding"``), standard-normal latents,
+    their styles, and per frame its features (continuous: the time features of random times in
+    [0, 1000) s; recurrent: the features of real steps, from states a random number of steps
+    in)."""
+    import numpy as np
+
     cfg = g.config
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     front = cfg.front_end()
-    tokens = torch.from_numpy(front.encode(front.example_prompts(rng, n_videos)))
+    text = torch.from_numpy(np.array(front.features(front.example_prompts(rng, n_videos))))
     z = torch.randn(n_videos, cfg.latent_dim, generator=gen)
     with torch.no_grad():
-        w = g.style(tokens, z)
+        w = g.style(text, z)
         w_frames = w.repeat_interleave(-(-n_frames // n_videos), 0)[:n_frames]
-        out = {"tokens": tokens, "z": z, "w": w, "w_frames": w_frames}
+        out = {"text": text, cfg.text_input: text, "z": z, "w": w, "w_frames": w_frames}
         if cfg.FORM == "continuous":
             t = torch.rand(n_frames, generator=gen, dtype=torch.float64) * 1000
             out["features"] = torch.as_tensor(cfg.time_features(t.numpy()))
@@ -148,7 +157,8 @@ def _export(module: nn.Module, args: tuple, names: tuple[list[str], list[str]], 
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module, args, dynamo=True, opset_version=OPSET, input_names=inputs,
-            output_names=outputs, dynamic_shapes={k: {0: batch} for k in inputs}, verbose=False)
+            output_names=outputs, dynamic_shapes=tuple({0: batch} for _ in inputs),
+            verbose=False)
     try:
         return program.model_proto.SerializeToString()
     except ValueError as e:     # protobuf's 2 GB limit
@@ -195,8 +205,9 @@ def export_graphs(g, precisions: tuple[str, ...] = PRECISIONS, log=None,
         if recurrent:
             state0 = g.initial_state(x["w"])
             step_out = g.step(x["w_frames"], x["state"])
-    jobs = [("style", "fp32", StyleGraph(g), (x["tokens"][:2], x["z"][:2]),
-             {"tokens": x["tokens"].numpy(), "z": x["z"].numpy()}, (x["w"],))]
+    text_name = io_names("style", g.config)[0][0]
+    jobs = [("style", "fp32", StyleGraph(g), (x["text"][:2], x["z"][:2]),
+             {text_name: x["text"].numpy(), "z": x["z"].numpy()}, (x["w"],))]
     for p in precisions:
         dtype = torch.float16 if p == "fp16" else torch.float32
         jobs.append(("frames", p, FramesGraph(g, dtype),
@@ -213,7 +224,7 @@ def export_graphs(g, precisions: tuple[str, ...] = PRECISIONS, log=None,
             continue
         file = graph_path(Path(), name, precision).name
         start = time.time()
-        data = _export(module, example, IO[name], file)
+        data = _export(module, example, io_names(name, g.config), file)
         _check_graph(data)
         try:
             got = ort_session(data).run(None, feed)

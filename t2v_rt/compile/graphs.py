@@ -32,13 +32,24 @@ PRECISIONS = ("fp32", "fp16")
 # Relative error (Frobenius norm of the difference over that of PyTorch fp32's output).
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 MANIFEST = "export.json"
-# Each graph: its inputs and outputs.
+# Each graph: its inputs and outputs. The style graph's first input is the text input its
+# config names (io_names): "tokens" here, or "text_embedding" (a pretrained encoder's).
 IO = {
     "style": (("tokens", "z"), ("w",)),
     "frames": (("w", "features"), ("frames",)),
     "init": (("w",), ("state",)),
     "step": (("w", "state"), ("features", "next_state")),
 }
+
+
+def io_names(graph: str, config=None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The inputs and outputs of ``graph`` for a model of ``config``: the style graph's text
+    input is named by ``config.text_input`` ("tokens", int64 [B, L]; or "text_embedding",
+    float32 [B, E]: the sentence encoder itself runs on the host, outside the graph)."""
+    inputs, outputs = IO[graph]
+    if graph == "style" and config is not None:
+        inputs = (getattr(config, "text_input", "tokens"), *inputs[1:])
+    return inputs, outputs
 
 
 def graph_names(form: str) -> tuple[str, ...]:

@@ -47,6 +47,16 @@ def word_list(default: list[str], max_len: int, doc: str = "", max_word: int = 3
                            "doc": doc})
 
 
+def text_encoder_field(doc: str = "a pretrained sentence encoder read instead of vocab "
+                                   "(null: the vocabulary)"):
+    """``text_encoder``: null (the config's own word vocabulary) or the name of a pretrained
+    sentence encoder (:data:`t2v_rt.generators.text.PRETRAINED_ENCODERS`)."""
+    from t2v_rt.generators.text import PRETRAINED_ENCODERS
+
+    return field(default=None, metadata={"choices": tuple(PRETRAINED_ENCODERS), "doc": doc,
+                                         "optional": True})
+
+
 def _type_name(t) -> str:
     return {int: "an integer", float: "a number", str: "a string", list: "a list"}.get(t, str(t))
 
@@ -70,8 +80,9 @@ def _check_scalar(name: str, value: Any, kind: type, meta: dict) -> Any:
             raise ConfigError(f"model config: '{name}' must be a string, got {json.dumps(value)[:40]}")
         choices = meta.get("choices")
         if choices and value not in choices:
-            raise ConfigError(f"model config: '{name}' must be one of {', '.join(choices)}, "
-                              f"got '{value[:40]}'")
+            null = " (or null)" if meta.get("optional") else ""
+            raise ConfigError(f"model config: '{name}' must be one of {', '.join(choices)}"
+                              f"{null}, got '{value[:40]}'")
         return value
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None and not lo <= value <= hi:
@@ -133,8 +144,16 @@ class GeneratorConfig:
     # --- the torch-free half of the generator interface ---------------------------------
 
     def front_end(self):
-        """The text front end (:class:`t2v_rt.generators.interface.TextFrontEnd`)."""
+        """The text front end (:class:`t2v_rt.generators.text.TextFrontEnd`)."""
         raise NotImplementedError
+
+    @property
+    def text_input(self) -> str:
+        """What the style network takes, and the name of the style graph's first input:
+        ``"tokens"`` (int64 ``[B, max_tokens]``) or ``"text_embedding"`` (float32 ``[B, dim]``,
+        a pretrained front end's); the same as ``front_end().text_input``, known without
+        making the front end."""
+        return "tokens"
 
     def latent(self, seed: int):
         """The per-video latent of a seed: ``[latent_dim]`` float32 numpy array, standard normal,
@@ -197,8 +216,12 @@ def _check_field(f, value: Any) -> Any:
                               f"{meta['max_len']} entries, got {len(value)}")
         kind = _element_type(f)
         return [_check_scalar(f"{f.name}[{i}]", v, kind, meta) for i, v in enumerate(value)]
-    t = f.type if isinstance(f.type, str) else f.type.__name__
-    kind = {"int": int, "float": float, "str": str}.get(str(t))
+    t = str(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", f.type))
+    if t.replace(" ", "").endswith("|None"):        # optional: null is a value
+        if value is None:
+            return None
+        t = t.split("|")[0].strip()
+    kind = {"int": int, "float": float, "str": str}.get(t)
     if kind is None:
         raise ConfigError(f"model config: field '{f.name}' has unsupported type {t}")
     return _check_scalar(f.name, value, kind, meta)
@@ -224,4 +247,5 @@ def _no_constant(name: str):
     raise ConfigError(f"--set: {name} is not a value a config can hold")
 
 
-__all__ = ["FORMS", "GeneratorConfig", "bounded", "bounded_list", "parse_set", "word_list"]
+__all__ = ["FORMS", "GeneratorConfig", "bounded", "bounded_list", "parse_set",
+           "text_encoder_field", "word_list"]

@@ -3,10 +3,14 @@ backends, compilers, encoders and CLI use nothing else.
 
 A text-to-video generator here is four pieces of work:
 
-1. **text front end** (:class:`TextFrontEnd`, torch-free): prompt -> token ids ``[B, L]`` int64,
-   with its own vocabulary and its own one-line errors for prompts it cannot read;
+1. **text front end** (:class:`~t2v_rt.generators.text.TextFrontEnd`, torch-free): prompt ->
+   the style network's text input (``front_end().features``), with its own vocabulary and its
+   own one-line errors for prompts it cannot read. Which input is ``config.text_input``:
+   ``"tokens"``, token ids ``[B, L]`` int64; or ``"text_embedding"``, a frozen pretrained
+   sentence embedding ``[B, E]`` float32 computed on the host (config ``text_encoder``), so
+   the encoder stays out of the generator and its graphs;
 2. **latent**: seed -> z ``[Z]`` (the config's :meth:`~GeneratorConfig.latent`);
-3. **per video** (:meth:`VideoGenerator.style`): tokens, z -> style ``w`` ``[B, S]``, once;
+3. **per video** (:meth:`VideoGenerator.style`): text, z -> style ``w`` ``[B, S]``, once;
 4. **per frame**, in one of two forms (``config.FORM``):
 
    - ``continuous``: frame features are a function of time, computed on the host
@@ -42,8 +46,9 @@ class VideoGenerator(nn.Module, ABC):
     """The PyTorch half of the interface (see the module docstring). Subclasses set ``Config``
     (their :class:`GeneratorConfig` subclass) and take it as their only constructor argument.
 
-    Shapes: ``tokens [B, L]`` int64, ``z [B, Z]``, ``w [B, S]``, ``features [N, F]``,
-    ``state [B, D]``, frames ``[N, 3, R, R]`` float in [-1, 1].
+    Shapes: ``text`` tokens ``[B, L]`` int64 or an embedding ``[B, E]`` float32
+    (``config.text_input``), ``z [B, Z]``, ``w [B, S]``, ``features [N, F]``, ``state [B, D]``,
+    frames ``[N, 3, R, R]`` float in [-1, 1].
     """
 
     Config: ClassVar[type[GeneratorConfig]]
@@ -57,8 +62,9 @@ class VideoGenerator(nn.Module, ABC):
         return self.config.FORM
 
     @abstractmethod
-    def style(self, tokens, z):
-        """tokens [B, L] int64, z [B, Z] -> w [B, S] (once per video)."""
+    def style(self, text, z):
+        """text (tokens [B, L] int64 or an embedding [B, E] float32, as ``config.text_input``
+        says), z [B, Z] -> w [B, S] (once per video)."""
 
     @abstractmethod
     def synthesize(self, w, features):
@@ -78,11 +84,10 @@ class VideoGenerator(nn.Module, ABC):
     def style_dim(self) -> int:
         """Width of ``w``, measured once on a tiny input (architectures may override)."""
         if not hasattr(self, "_style_dim"):
-            tokens = torch.zeros(1, self.config.front_end().max_tokens, dtype=torch.long)
-            tokens[0, 0] = 1
+            text = torch.from_numpy(self.config.front_end().placeholder(1))
             with torch.no_grad():
                 p = next(self.parameters())
-                self._style_dim = int(self.style(tokens.to(p.device),
+                self._style_dim = int(self.style(text.to(p.device),
                                                  torch.zeros(1, self.config.latent_dim,
                                                              device=p.device)).shape[1])
         return self._style_dim
@@ -100,10 +105,10 @@ class VideoGenerator(nn.Module, ABC):
             out.append(f)
         return torch.stack(out, dim=1)
 
-    def forward(self, tokens, z, times):
-        """tokens [B, L], z [B, Z], times [T] (float64 seconds; recurrent: frame k is step k)
-        -> frames [B, T, 3, R, R]."""
-        w = self.style(tokens, z)
+    def forward(self, text, z, times):
+        """text [B, L] or [B, E] (:meth:`style`), z [B, Z], times [T] (float64 seconds;
+        recurrent: frame k is step k) -> frames [B, T, 3, R, R]."""
+        w = self.style(text, z)
         feats = self.video_features(w, times, steps=len(times))
         b, t = feats.shape[:2]
         frames = self.synthesize(w.repeat_interleave(t, dim=0), feats.reshape(b * t, -1))

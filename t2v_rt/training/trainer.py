@@ -21,7 +21,10 @@ keep colours and directions: :mod:`.losses`). Adam with betas (0, 0.99) (StyleGA
 autocast on CUDA. The architecture's config gets the data's resolution, its learned
 vocabulary (``vocab``: the words of the captions, most frequent first, so the stream refuses
 any other word with a suggestion) and, for a recurrent model, the data's frame rate as its
-native rate; ``channels`` are fitted to the resolution when the preset's do not match.
+native rate; ``channels`` are fitted to the resolution when the preset's do not match. With a
+pretrained text encoder (``--set text_encoder=all-MiniLM-L6-v2``) no vocabulary is learnt:
+each distinct caption is embedded once (frozen, a table), the generator's style network and
+both discriminators read that embedding, and the model streams prompts with any words.
 
 Runs, checkpoints (G, G_ema, both discriminators, both optimisers, the step and both random
 generators' states: a resume continues bit for bit), Ctrl-C, progress and samples work as for
@@ -33,6 +36,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
@@ -302,12 +306,15 @@ def model_config(cfg: AdversarialConfig, ts):
         raise UsageError(f"architecture '{cfg.arch}' has no preset '{cfg.preset}'; presets: "
                          f"{', '.join(presets)}")
     derived: dict[str, Any] = {"resolution": int(ts.clips.shape[2])}
-    if "vocab" in names:
+    # A pretrained text encoder reads any prompt: no vocabulary is learnt (vocab and max_tokens
+    # keep the config's defaults, unused).
+    encoder = {**presets[cfg.preset], **cfg.model}.get("text_encoder")
+    if "vocab" in names and not encoder:
         vocab = learned_vocabulary(ts, cfg.max_vocab)
         if not vocab:
             raise UsageError(f"--data {cfg.data}: the captions hold no words to learn")
         derived["vocab"] = vocab
-    if "max_tokens" in names:
+    if "max_tokens" in names and not encoder:
         longest = max((len(_caption_words(c)) for cs in ts.captions for c in cs), default=1)
         derived["max_tokens"] = min(77, max(16, longest))
     if cls.FORM == "recurrent" and "fps" in names:
@@ -333,11 +340,25 @@ def model_config(cfg: AdversarialConfig, ts):
         raise first from None
 
 
+MAX_CACHED_EMBEDDINGS = 200_000     # distinct captions kept embedded (300 MB at 384 wide)
+
+
+def _caption_prompt(caption: str) -> str:
+    """A caption as a pretrained encoder reads it: characters a prompt may not have become
+    spaces, cut to a prompt's length (a caption is data: it never stops the run)."""
+    from t2v_rt.generators.text import MAX_PROMPT_CHARS
+
+    text = re.sub(r"[^\x20-\x7e]", " ", caption)[:MAX_PROMPT_CHARS].strip()
+    return text or "a video"
+
+
 class CaptionTokens:
-    """Captions -> token ids [B, L] through the generator's front end. A word-list front end
+    """Captions -> the generator's text input through its front end. A word-list front end
     (:class:`~t2v_rt.generators.text.VocabularyFrontEnd`) drops words outside its vocabulary
     and cuts a caption to its token axis (a caption is data, not a prompt: one rare word must
-    not stop the run); any other front end reads each caption as a prompt."""
+    not stop the run); a pretrained encoder's (``text_input`` "text_embedding") embeds each
+    distinct caption once, in a table, and gives float32 [B, E] rows; any other front end
+    reads each caption as a prompt."""
 
     def __init__(self, front_end):
         from t2v_rt.generators.text import VocabularyFrontEnd
@@ -345,9 +366,27 @@ class CaptionTokens:
         self.front_end = front_end
         self.words = ({w: i + 1 for i, w in enumerate(front_end.words)}
                       if isinstance(front_end, VocabularyFrontEnd) else None)
+        self.embedded = getattr(front_end, "text_input", "tokens") == "text_embedding"
         self.cache: dict[str, np.ndarray] = {}
 
+    def _embeddings(self, captions: list[str]) -> torch.Tensor:
+        new = list(dict.fromkeys(c for c in captions if c not in self.cache))
+        rows: dict[str, np.ndarray] = {}
+        if new:
+            e = np.asarray(self.front_end.features([_caption_prompt(c) for c in new]),
+                           dtype=np.float32)
+            rows = dict(zip(new, e))
+            if len(self.cache) + len(rows) <= MAX_CACHED_EMBEDDINGS:
+                self.cache.update(rows)
+        dim = getattr(self.front_end, "dim", 0)
+        if not captions:
+            return torch.zeros((0, dim), dtype=torch.float32)
+        return torch.from_numpy(np.stack([rows[c] if c in rows else self.cache[c]
+                                          for c in captions]))
+
     def __call__(self, captions: list[str]) -> torch.Tensor:
+        if self.embedded:
+            return self._embeddings(captions)
         out = np.zeros((len(captions), self.front_end.max_tokens), dtype=np.int64)
         for i, c in enumerate(captions):
             row = self.cache.get(c)
@@ -434,18 +473,22 @@ class AdversarialTrainer:
         torch.manual_seed(cfg.seed)
         G = get(config.ARCH).generator_class(config).to(device).train()
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-        vocab_size = config.front_end().vocab_size
+        front = config.front_end()
+        vocab_size = front.vocab_size
+        # a pretrained encoder's captions: the discriminators project the same embedding
+        width = front.dim if front.text_input == "text_embedding" else 0
         res = config.resolution
-        FD = FrameDiscriminator(res, vocab_size, cfg.d_width, cfg.d_max_width, cfg.d_dim).to(device)
+        FD = FrameDiscriminator(res, vocab_size, cfg.d_width, cfg.d_max_width, cfg.d_dim,
+                                width).to(device)
         VD = VideoDiscriminator(cfg.clip_frames, res, vocab_size, cfg.d_width, cfg.d_max_width,
-                                cfg.d_dim).to(device)
+                                cfg.d_dim, width).to(device)
         opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(0.0, 0.99), eps=1e-8)
         opt_d = torch.optim.Adam(list(FD.parameters()) + list(VD.parameters()), lr=cfg.lr_d,
                                  betas=(0.0, 0.99), eps=1e-8)
         gen = torch.Generator().manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         return cls(cfg, device, ts, G, G_ema, FD, VD, opt_g, opt_d,
-                   CaptionTokens(config.front_end()), gen, rng)
+                   CaptionTokens(front), gen, rng)
 
     @property
     def config(self):
@@ -513,7 +556,7 @@ class AdversarialTrainer:
         """Generated clips [B, Tc, 3, R, R] through the generator interface (see the module
         docstring)."""
         G, b, tc = self.G, tokens.shape[0], len(steps)
-        w = G.style(tokens, z)
+        w = G.style(tokens, z)          # tokens: token ids, or caption embeddings
         if G.form == "continuous":
             times = (starts[:, None] + rel[None, :]).reshape(-1).numpy()
             feats = torch.as_tensor(self.config.time_features(times), device=w.device)
@@ -589,6 +632,13 @@ class AdversarialTrainer:
         if do_r1:
             out["r1"] = float(r1.detach())
         return out
+
+
+def text_of(config) -> str:
+    """What the model reads prompts with, for the run's first line."""
+    encoder = getattr(config, "text_encoder", None)
+    return (f"text encoder {encoder}" if encoder
+            else f"{len(getattr(config, 'vocab', ()))} words")
 
 
 def _numpy_state(rng: np.random.Generator) -> torch.Tensor:
@@ -669,7 +719,7 @@ def train(cfg: AdversarialConfig, resume: str | None = None, dry_run: bool = Fal
         return (f"run {run.path} | device {tr.device} | {c.ARCH} generator {n_g / 1e6:.2f}M "
                 f"params, discriminators {n_d / 1e6:.2f}M | data {ts.clips.shape[0]} clips x "
                 f"{ts.clips.shape[1]} frames, {c.resolution}x{c.resolution} at "
-                f"{float(ts.fps):g} fps, {len(getattr(c, 'vocab', ()))} words | {cfg.steps} "
+                f"{float(ts.fps):g} fps, {text_of(c)} | {cfg.steps} "
                 f"steps of {cfg.batch_size} clips x {cfg.clip_frames} frames"
                 + (f", at most {cfg.minutes:g} min" if cfg.minutes else ""))
 

@@ -13,8 +13,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from t2v_rt.errors import ConfigError
-from t2v_rt.generators.config import GeneratorConfig, bounded, bounded_list, word_list
-from t2v_rt.generators.text import DEFAULT_VOCABULARY, VocabularyFrontEnd
+from t2v_rt.generators.config import (
+    GeneratorConfig, bounded, bounded_list, text_encoder_field, word_list,
+)
+from t2v_rt.generators.text import (
+    DEFAULT_VOCABULARY, PRETRAINED_ENCODERS, TextFrontEnd, VocabularyFrontEnd,
+    pretrained_front_end,
+)
 
 # One frame's widest activation (channels x side^2, elements) that a config may ask for:
 # 2^26 floats = 256 MiB per frame in fp32, four times StyleGAN2-1024's widest layer.
@@ -34,6 +39,7 @@ class MocoganConfig(GeneratorConfig):
                                                "the rest are the motion seed z_motion")
     vocab: list[str] = word_list(DEFAULT_VOCABULARY, 50_000, "the text front end's words")
     max_tokens: int = bounded(16, 1, 77, "token axis of the text graph (longest prompt)")
+    text_encoder: str | None = text_encoder_field()
     text_dim: int = bounded(128, 4, 1024, "token embedding width = text code width")
     content_dim: int = bounded(128, 1, 1024, "per-video content code (MLP of text, z_content)")
     motion_dim: int = bounded(32, 1, 1024, "GRU hidden size = per-frame motion code = features")
@@ -61,8 +67,21 @@ class MocoganConfig(GeneratorConfig):
 
     # --- interface (torch-free parts) ---------------------------------------------------
 
-    def front_end(self) -> VocabularyFrontEnd:
+    def front_end(self) -> TextFrontEnd:
+        """The vocabulary's front end, or with ``text_encoder`` the pretrained encoder's
+        (shared; any ASCII prompt reads, ``vocab`` and ``max_tokens`` are then unused)."""
+        if self.text_encoder:
+            return pretrained_front_end(self.text_encoder)
         return VocabularyFrontEnd(self.vocab, self.max_tokens)
+
+    @property
+    def text_input(self) -> str:
+        return "text_embedding" if self.text_encoder else "tokens"
+
+    @property
+    def text_embedding_dim(self) -> int:
+        """Width of the pretrained encoder's embedding (0 without one)."""
+        return PRETRAINED_ENCODERS[self.text_encoder] if self.text_encoder else 0
 
     @property
     def motion_latent(self) -> int:

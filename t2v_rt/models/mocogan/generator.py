@@ -1,6 +1,6 @@
 """The ``mocogan`` generator: MoCoGAN / TGANs-C family, recurrent in time.
 
-    tokens -> text encoder -> t                          (per prompt)
+    tokens or sentence embedding -> text encoder -> t    (per prompt)
     (t, z_content) -> MLP -> content code c             (per video)
     (t, z_motion)  -> MLP -> motion conditioning m      (per video)
     z_motion -> phases phi, per-step rotations omega    (per video)
@@ -86,6 +86,20 @@ class MeanTextEncoder(nn.Module):
         return self.mlp(mean)
 
 
+class SentenceTextEncoder(nn.Module):
+    """A frozen sentence embedding [B, E] (config ``text_encoder``; unit length, computed on the
+    host) -> text code [B, dim]: a trained Linear (``proj``, in place of the token embedding;
+    gain sqrt(E): unit-variance codes, as a token embedding's rows), then the MLP."""
+
+    def __init__(self, width: int, dim: int):
+        super().__init__()
+        self.proj = _linear(width, dim, math.sqrt(width))
+        self.mlp = MLP(dim, dim, dim)
+
+    def forward(self, embedding):
+        return self.mlp(self.proj(embedding))
+
+
 def _init_convT(conv: nn.ConvTranspose2d, fan_in: int, gain: float) -> None:
     _normal_(conv.weight, gain / math.sqrt(fan_in))
     if conv.bias is not None:
@@ -132,7 +146,8 @@ class MocoganGenerator(VideoGenerator):
         super().__init__(config)
         cfg = config
         k = cfg.oscillators
-        self.text = MeanTextEncoder(len(cfg.vocab) + 1, cfg.text_dim)
+        self.text = (SentenceTextEncoder(cfg.text_embedding_dim, cfg.text_dim) if cfg.text_encoder
+                     else MeanTextEncoder(len(cfg.vocab) + 1, cfg.text_dim))
         self.content = MLP(cfg.text_dim + cfg.content_latent, cfg.content_dim, cfg.content_dim)
         self.motion_cond = MLP(cfg.text_dim + cfg.motion_latent, cfg.motion_dim, cfg.motion_dim)
         self.phase = _linear(cfg.motion_latent, k)          # phi = pi * phase(z_motion)
@@ -162,10 +177,11 @@ class MocoganGenerator(VideoGenerator):
 
     # --- the interface ------------------------------------------------------------------
 
-    def style(self, tokens, z):
-        """tokens [B, L], z [B, latent_dim] -> w [B, content + motion + 4K]."""
+    def style(self, text, z):
+        """text (tokens [B, L] int64, or with ``text_encoder`` the sentence embedding [B, E]
+        float32), z [B, latent_dim] -> w [B, content + motion + 4K]."""
         cfg = self.config
-        t = self.text(tokens)
+        t = self.text(text)
         zc, zm = z[:, :cfg.content_latent], z[:, cfg.content_latent:]
         c = self.content(torch.cat([t, zc], dim=1))
         m = self.motion_cond(torch.cat([t, zm], dim=1))

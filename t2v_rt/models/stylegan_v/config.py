@@ -17,8 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from t2v_rt.errors import ConfigError
-from t2v_rt.generators.config import GeneratorConfig, bounded, bounded_list, word_list
-from t2v_rt.generators.text import DEFAULT_VOCABULARY, VocabularyFrontEnd
+from t2v_rt.generators.config import (
+    GeneratorConfig, bounded, bounded_list, text_encoder_field, word_list,
+)
+from t2v_rt.generators.text import (
+    DEFAULT_VOCABULARY, PRETRAINED_ENCODERS, TextFrontEnd, VocabularyFrontEnd,
+    pretrained_front_end,
+)
 
 # One frame's widest activation (channels x side^2, elements) that a config may ask for:
 # 2^26 floats = 256 MiB per frame in fp32, four times StyleGAN2-1024's widest layer.
@@ -37,6 +42,7 @@ class StyleganVConfig(GeneratorConfig):
     latent_dim: int = bounded(512, 1, 1024, "per-video latent z")
     vocab: list[str] = word_list(DEFAULT_VOCABULARY, 50_000, "the text front end's words")
     max_tokens: int = bounded(16, 1, 77, "token axis of the text graph (longest prompt)")
+    text_encoder: str | None = text_encoder_field()
     text_dim: int = bounded(128, 4, 1024, "token embedding width = text code width")
     w_dim: int = bounded(512, 1, 1024, "width of the mapped style w")
     mapping_layers: int = bounded(4, 1, 8, "layers of the mapping network [text, z] -> w")
@@ -66,8 +72,21 @@ class StyleganVConfig(GeneratorConfig):
 
     # --- interface (torch-free parts) ---------------------------------------------------
 
-    def front_end(self) -> VocabularyFrontEnd:
+    def front_end(self) -> TextFrontEnd:
+        """The vocabulary's front end, or with ``text_encoder`` the pretrained encoder's
+        (shared; any ASCII prompt reads, ``vocab`` and ``max_tokens`` are then unused)."""
+        if self.text_encoder:
+            return pretrained_front_end(self.text_encoder)
         return VocabularyFrontEnd(self.vocab, self.max_tokens)
+
+    @property
+    def text_input(self) -> str:
+        return "text_embedding" if self.text_encoder else "tokens"
+
+    @property
+    def text_embedding_dim(self) -> int:
+        """Width of the pretrained encoder's embedding (0 without one)."""
+        return PRETRAINED_ENCODERS[self.text_encoder] if self.text_encoder else 0
 
     @property
     def periods(self) -> list[float]:

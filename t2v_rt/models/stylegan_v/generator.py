@@ -1,7 +1,7 @@
 """The ``stylegan-v`` generator: a StyleGAN2-style synthesis network with continuous-time
 motion codes, after StyleGAN-V (Skorokhodov, Tulyakov and Elhoseiny, CVPR 2022).
 
-    tokens -> text encoder -> t                             (per prompt)
+    tokens or sentence embedding -> text encoder -> t       (per prompt)
     [t, normalise(z)] -> mapping (lrelu MLP) -> w           (per video)
     w -> motion modulation (gamma, beta)                    (per video)
     w_full = [w | gamma | beta]                             (style(); [B, w_dim + 2 motion_dim])
@@ -75,6 +75,22 @@ class MeanTextEncoder(nn.Module):
     def forward(self, tokens):
         mean = masked_mean(self.embed, tokens)
         return self.fc2(F.leaky_relu(self.fc1(mean), 0.2))
+
+
+class SentenceTextEncoder(nn.Module):
+    """A frozen sentence embedding [B, E] (config ``text_encoder``; unit length, computed on the
+    host) -> text code [B, dim]: a trained Linear (``proj``, in place of the token embedding;
+    gain sqrt(E), so the unit-length embedding gives codes of unit variance, as a token
+    embedding's rows have), then Linear -> leaky ReLU 0.2 -> Linear as :class:`MeanTextEncoder`."""
+
+    def __init__(self, width: int, dim: int):
+        super().__init__()
+        self.proj = _linear(width, dim, math.sqrt(width))
+        self.fc1 = _linear(dim, dim, SQRT2)
+        self.fc2 = _linear(dim, dim)
+
+    def forward(self, embedding):
+        return self.fc2(F.leaky_relu(self.fc1(self.proj(embedding)), 0.2))
 
 
 class MappingNetwork(nn.Module):
@@ -186,7 +202,8 @@ class StyleganVGenerator(VideoGenerator):
     def __init__(self, config: StyleganVConfig):
         super().__init__(config)
         cfg = config
-        self.text = MeanTextEncoder(len(cfg.vocab) + 1, cfg.text_dim)
+        self.text = (SentenceTextEncoder(cfg.text_embedding_dim, cfg.text_dim) if cfg.text_encoder
+                     else MeanTextEncoder(len(cfg.vocab) + 1, cfg.text_dim))
         self.mapping = MappingNetwork(cfg.text_dim + cfg.latent_dim, cfg.w_dim,
                                       cfg.mapping_layers)
         self.motion_mod = _linear(cfg.w_dim, 2 * cfg.motion_dim, 1.0)
@@ -202,9 +219,10 @@ class StyleganVGenerator(VideoGenerator):
     def style_dim(self) -> int:
         return self.config.style_width
 
-    def style(self, tokens, z):
-        """tokens [B, L], z [B, latent_dim] -> w [B, w_dim + 2 motion_dim] = [w | gamma | beta]."""
-        t = self.text(tokens)
+    def style(self, text, z):
+        """text (tokens [B, L] int64, or with ``text_encoder`` the sentence embedding [B, E]
+        float32), z [B, latent_dim] -> w [B, w_dim + 2 motion_dim] = [w | gamma | beta]."""
+        t = self.text(text)
         z = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
         w = self.mapping(torch.cat([t, z], dim=1))
         return torch.cat([w, self.motion_mod(w)], dim=1)
