@@ -159,13 +159,18 @@ def _drop(root: Path, e: OSError) -> None:
 def model_digest(weights: Path) -> str:
     """SHA-256 of the weights file and its JSON config, together: what a compiled artefact
     was made from. Computed once per version of the files (their size, time and inode)."""
-    paths = (Path(weights), Path(weights).with_suffix(".json"))
+    return files_digest(Path(weights), Path(weights).with_suffix(".json"))
+
+
+def files_digest(*paths: Path) -> str:
+    """SHA-256 of the files' bytes, one after another; computed once per version of the files
+    (their device, inode, size and time)."""
     stats = tuple((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for s in map(os.stat, paths))
-    return _digest(paths, stats)
+    return _digest(tuple(Path(p) for p in paths), stats)
 
 
 @functools.lru_cache(maxsize=64)
-def _digest(paths: tuple[Path, Path], stats: tuple) -> str:
+def _digest(paths: tuple[Path, ...], stats: tuple) -> str:
     h = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as f:

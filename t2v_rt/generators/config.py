@@ -144,8 +144,16 @@ class GeneratorConfig:
     # --- the torch-free half of the generator interface ---------------------------------
 
     def front_end(self):
-        """The text front end (:class:`t2v_rt.generators.text.TextFrontEnd`)."""
-        raise NotImplementedError
+        """The text front end (:class:`t2v_rt.generators.text.TextFrontEnd`): the pretrained
+        encoder's when the config has a ``text_encoder`` field naming one (shared; ``vocab`` and
+        ``max_tokens`` are then unused), else the vocabulary's (``vocab``, ``max_tokens``). A
+        family may bring its own (the shapes world's grammar)."""
+        from t2v_rt.generators.text import VocabularyFrontEnd, pretrained_front_end
+
+        name = getattr(self, "text_encoder", None)
+        if name:
+            return pretrained_front_end(name)
+        return VocabularyFrontEnd(self.vocab, self.max_tokens)
 
     @property
     def text_input(self) -> str:
@@ -153,7 +161,15 @@ class GeneratorConfig:
         ``"tokens"`` (int64 ``[B, max_tokens]``) or ``"text_embedding"`` (float32 ``[B, dim]``,
         a pretrained front end's); the same as ``front_end().text_input``, known without
         making the front end."""
-        return "tokens"
+        return "text_embedding" if getattr(self, "text_encoder", None) else "tokens"
+
+    @property
+    def text_embedding_dim(self) -> int:
+        """Width of the pretrained encoder's embedding (0 without one)."""
+        from t2v_rt.generators.text import PRETRAINED_ENCODERS
+
+        name = getattr(self, "text_encoder", None)
+        return PRETRAINED_ENCODERS[name] if name else 0
 
     def latent(self, seed: int):
         """The per-video latent of a seed: ``[latent_dim]`` float32 numpy array, standard normal,

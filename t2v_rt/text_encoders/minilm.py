@@ -16,16 +16,14 @@ run.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
-import os
 import random
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from t2v_rt.compile.cache import files_digest
 from t2v_rt.errors import RuntimeUnavailable, UsageError
 from t2v_rt.generators.text import DEFAULT_VOCABULARY, TextFrontEnd, clean_prompt
 
@@ -105,21 +103,6 @@ def model_files() -> ModelFiles:
 
 def file_sha256(path: Path) -> str:
     return files_digest(path)
-
-
-def files_digest(*paths: Path) -> str:
-    stats = tuple((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for s in map(os.stat, paths))
-    return _digest(tuple(Path(p) for p in paths), stats)
-
-
-@functools.lru_cache(maxsize=16)
-def _digest(paths: tuple[Path, ...], stats: tuple) -> str:
-    h = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 # -- the tokenizer --------------------------------------------------------------------------------

@@ -16,10 +16,7 @@ from t2v_rt.errors import ConfigError
 from t2v_rt.generators.config import (
     GeneratorConfig, bounded, bounded_list, text_encoder_field, word_list,
 )
-from t2v_rt.generators.text import (
-    DEFAULT_VOCABULARY, PRETRAINED_ENCODERS, TextFrontEnd, VocabularyFrontEnd,
-    pretrained_front_end,
-)
+from t2v_rt.generators.text import DEFAULT_VOCABULARY
 
 # One frame's widest activation (channels x side^2, elements) that a config may ask for:
 # 2^26 floats = 256 MiB per frame in fp32, four times StyleGAN2-1024's widest layer.
@@ -66,22 +63,6 @@ class MocoganConfig(GeneratorConfig):
                                   f"{c * side * side} values per frame (at most {MAX_ACTIVATION})")
 
     # --- interface (torch-free parts) ---------------------------------------------------
-
-    def front_end(self) -> TextFrontEnd:
-        """The vocabulary's front end, or with ``text_encoder`` the pretrained encoder's
-        (shared; any ASCII prompt reads, ``vocab`` and ``max_tokens`` are then unused)."""
-        if self.text_encoder:
-            return pretrained_front_end(self.text_encoder)
-        return VocabularyFrontEnd(self.vocab, self.max_tokens)
-
-    @property
-    def text_input(self) -> str:
-        return "text_embedding" if self.text_encoder else "tokens"
-
-    @property
-    def text_embedding_dim(self) -> int:
-        """Width of the pretrained encoder's embedding (0 without one)."""
-        return PRETRAINED_ENCODERS[self.text_encoder] if self.text_encoder else 0
 
     @property
     def motion_latent(self) -> int:
