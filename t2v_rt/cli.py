@@ -901,6 +901,11 @@ _OUT_OF_MEMORY = ("out of memory; close other programs, or use a smaller --size,
                   "or model")
 
 
+_NATIVE_OUT_OF_MEMORY = ("Cannot allocate memory", "pthread_create failed", "std::bad_alloc",
+                         "can't allocate memory", "Failed to allocate memory",
+                         "failed to allocate memory", "Resource temporarily unavailable")
+
+
 def _environment(e: BaseException) -> EnvironmentFailure | None:
     """An exception of the machine rather than of t2v-rt (a full disk, a read-only folder, a
     closed or full stdout, too little memory) as one :class:`EnvironmentFailure`; None for a
@@ -909,6 +914,12 @@ def _environment(e: BaseException) -> EnvironmentFailure | None:
         return EnvironmentFailure(_OUT_OF_MEMORY)
     if isinstance(e, RuntimeError) and "can't start new thread" in str(e):
         return EnvironmentFailure(f"cannot start a thread: {_OUT_OF_MEMORY}")
+    native = isinstance(e, RuntimeError) or type(e).__module__.startswith(("onnxruntime",
+                                                                           "torch"))
+    if native and any(marker in str(e) for marker in _NATIVE_OUT_OF_MEMORY):
+        # a native library (ONNX Runtime, PyTorch) that could not allocate memory or start a
+        # thread says so in its own words inside a RuntimeError
+        return EnvironmentFailure(f"a native library could not allocate: {_OUT_OF_MEMORY}")
     if isinstance(e, ImportError) and "failed to map segment" in str(e):
         return EnvironmentFailure(f"cannot load a library ({str(e)[:80]}): {_OUT_OF_MEMORY}")
     av_error = type(e).__module__.startswith("av.")

@@ -271,6 +271,24 @@ def test_too_little_memory_is_one_line(megabytes):
     assert "memory" in lines(proc.stderr)[-1]
 
 
+@pytest.mark.parametrize("exc", [
+    RuntimeError("/onnxruntime_src/onnxruntime/core/platform/posix/env.cc:327 onnxruntime::"
+                 "PosixThread::PosixThread(...) pthread_create failed, error code: 12 error msg: "
+                 "Cannot allocate memory"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't "
+                 "allocate memory: you tried to allocate 17179869184 bytes."),
+    RuntimeError("std::bad_alloc"),
+])
+def test_a_native_library_out_of_memory_is_an_environment_failure(exc):
+    """What ONNX Runtime and PyTorch raise when they cannot allocate or start a thread (seen
+    under RLIMIT_AS on a loaded machine) is one "out of memory" line, not an internal error."""
+    from t2v_rt import cli
+
+    failure = cli._environment(exc)
+    assert failure is not None and "memory" in str(failure)
+    assert cli._environment(RuntimeError("shape mismatch in Conv")) is None
+
+
 # --- broken model files ----------------------------------------------------------------------
 
 def _tiny_model(folder: Path) -> Path:
