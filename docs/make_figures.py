@@ -1,9 +1,10 @@
 """Frame strips of real output for the README and the model card.
 
-    python docs/make_figures.py [--model PATH] [--out docs/strip.png]
+    python docs/make_figures.py [--model NAME_OR_PATH] [--out docs/strip.png] [--prompt P ...]
 
-Each pair of rows: the bundled model's frames (top) and the contract renderer's frames for
-the same prompt and seed (bottom), at t = 0, 0.25, ..., 1.75 s, 64 x 64 each.
+Each pair of rows: the model's frames (top; default: the bundled model) and the contract
+renderer's frames for the same prompt and seed (bottom), at t = 0, 0.25, ..., 1.75 s, 64 x 64
+each. Any architecture: the prompts are read for the renderer by the shapes grammar.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import torch
 
 from t2v_rt.backends.torch_backend import TorchBackend
 from t2v_rt.pipeline import Video, frame_times
+from t2v_rt.generators.io import model_path
+from t2v_rt.models.shapes.grammar import parse_prompt
 from t2v_rt.models.shapes.render import render
 from t2v_rt.models.shapes.scene import Scene, latent_from_seed
 
@@ -42,20 +45,23 @@ def write_png(img: np.ndarray, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", type=model_path, default=None)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "strip.png")
+    ap.add_argument("--prompt", action="append", help="instead of the usual six (repeatable)")
     args = ap.parse_args()
     backend = TorchBackend(args.model, "cpu")
+    size = backend.config.resolution
     times = torch.from_numpy(frame_times(0, 8, __import__("fractions").Fraction(4)))
     rows = []
-    for seed, prompt in enumerate(PROMPTS):
+    for seed, prompt in enumerate(args.prompt or PROMPTS):
         v = Video(backend, prompt, seed)
-        made = (torch.as_tensor(v.frames_at(times)) + 1) / 2
-        truth = render(Scene.complete(v.prompt.attributes, latent_from_seed(seed)), times, 64)
-        gap = torch.ones(3, 64, 2)
+        made = (torch.as_tensor(v.frames_at(times)).float() + 1) / 2
+        truth = render(Scene.complete(parse_prompt(prompt).attributes, latent_from_seed(seed)),
+                       times, size)
+        gap = torch.ones(3, size, 2)
         rows += [torch.cat([torch.cat([f, gap], -1) for f in made], -1),
                  torch.cat([torch.cat([f, gap], -1) for f in truth], -1),
-                 torch.ones(3, 4, rows[0].shape[-1] if rows else 8 * 66)]
+                 torch.ones(3, 4, 8 * (size + 2))]
     img = (torch.cat(rows, -2).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
     write_png(img, args.out)
     print(f"wrote {args.out}")

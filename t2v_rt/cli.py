@@ -133,9 +133,16 @@ def _encoder_options(args):
                           codec=args.codec)
 
 
+def _model(text: str) -> Path:
+    from t2v_rt.generators.io import model_path
+
+    return model_path(text)
+
+
 def _add_model_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, default=None,
-                   help="generator .safetensors (default: the bundled model)")
+    p.add_argument("--model", type=_model, default=None,
+                   help="a bundled model's name ('t2v-rt models' lists them) or a generator "
+                        ".safetensors with its .json beside it (default: the bundled 'default')")
 
 
 def _add_backend_args(p: argparse.ArgumentParser) -> None:
@@ -275,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoded", type=_size, default=None, metavar="SIZE",
                    help="score the videos as `stream --size SIZE` sends them: scaled and "
                         "H.264-encoded, then decoded")
+    p.add_argument("--prompts", choices=("contract", "unseen-words"), default="contract",
+                   help="contract (default): the contract's prompts and paraphrases; "
+                        "unseen-words: prompts in words no shapes caption uses ('a crimson "
+                        "sphere drifting side to side'), for a model with a pretrained text "
+                        "encoder")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
 
     p = sub.add_parser("export-onnx", help="export the generator to ONNX and check it",
@@ -341,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0, help="initialisation seed (default 0)")
 
     p = sub.add_parser("doctor", help="show versions, hardware and which accelerations are usable")
-    p.add_argument("--model", type=Path, default=None,
+    p.add_argument("--model", type=_model, default=None,
                    help="also report on this model: its architecture, config and how many "
                         "blocks the triton backend fuses")
 
@@ -631,7 +643,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     _needs("torch", "'t2v-rt eval' (the contract renderer and the attribute readers)")
     from t2v_rt.models.shapes.evaluate import (
-        contract_samples,
+        PROMPT_SETS,
         evaluate,
         format_table,
         model_source,
@@ -649,24 +661,37 @@ def cmd_eval(args) -> int:
         source, what = renderer_source(), "the contract renderer"
     else:
         from t2v_rt.backends import create_backend
+        from t2v_rt.generators.io import read_config, require_weights
 
+        if args.prompts == "unseen-words":
+            _needs_sentence_encoder(read_config(require_weights(args.model)), args.model)
         backend = create_backend(args.backend, args.model, log=log)
         source, what = model_source(backend), backend.describe()
     if args.encoded:
         source = streamed_source(source, args.encoded, float(args.fps))
         what += f", H.264-encoded at {args.encoded} x {args.encoded}"
-    log(f"evaluating {what} on {args.samples} prompt x seed samples, "
+    samples = PROMPT_SETS[args.prompts](args.samples, args.seed)
+    log(f"evaluating {what} on {args.samples} prompt x seed samples ({args.prompts} prompts), "
         f"{args.seconds:g} s at {float(args.fps):g} fps"
         + (f", again from t = {args.long_run:g} s" if args.long_run else ""))
-    result = evaluate(source, contract_samples(args.samples, args.seed), float(args.fps),
-                      args.seconds, long_run=args.long_run)
+    result = evaluate(source, samples, float(args.fps), args.seconds, long_run=args.long_run)
     result["model"] = "renderer" if args.reference else str(args.model or "bundled")
+    result["prompts"] = args.prompts
     result["seed"] = args.seed
     result["encoded"] = args.encoded
     print(format_table(result))
     if args.json is not None:
         atomic_write(args.json, lambda tmp: tmp.write_text(to_json(result) + "\n"))
     return 0
+
+
+def _needs_sentence_encoder(config, model) -> None:
+    """--prompts unseen-words: only a model reading prompts through a pretrained sentence
+    encoder can take words its captions never had."""
+    if not getattr(config, "text_encoder", None):
+        raise UsageError(f"--prompts unseen-words needs a model with a pretrained text encoder; "
+                         f"{model or 'the bundled default'} reads prompts with its own "
+                         "vocabulary (train one with --set text_encoder=all-MiniLM-L6-v2)")
 
 
 def _check_out_folder(out: Path | None) -> None:
@@ -739,6 +764,20 @@ def cmd_models(args) -> int:
             print(f"{name:12s} {entry.origin:24s} {what} (presets: {presets})")
         except T2VError as e:
             print(f"{name:12s} {entry.origin:24s} cannot be loaded: {e}")
+    from t2v_rt.generators.io import bundled_models, read_config
+
+    print("\nbundled models (--model NAME; without --model: default):")
+    for name, path in bundled_models().items():
+        try:
+            cfg = read_config(path)
+            words = getattr(cfg, "vocab", None)
+            text = (f"text encoder {cfg.text_encoder}" if getattr(cfg, "text_encoder", None)
+                    else f"{len(words)} words" if words else "the shapes grammar")
+            what = (f"{cfg.ARCH}, {cfg.resolution}x{cfg.resolution}, {text}, "
+                    f"{path.stat().st_size / 2**20:.1f} MiB")
+        except T2VError as e:
+            what = f"cannot be read: {e}"
+        print(f"{name:12s} {what}")
     return 0
 
 

@@ -268,3 +268,30 @@ def test_a_long_word_is_shown_shortened_and_a_huge_prompt_refused_by_length():
     assert len(proc.stderr) < 400
     proc = run("stream", "a " + "x" * 100_000 + " ball", "--frames", "1")
     assert_one_clean_line(proc, "prompt too long (100007 characters, at most 1000)")
+
+
+def test_a_bundled_model_is_named_with_model_name(tmp_path):
+    """--model NAME picks a model shipped in the package (t2v-rt models lists them); a file of
+    that name here wins; an unknown name is one line listing the bundled names."""
+    from t2v_rt.generators.io import bundled_models, bundled_path, model_path
+
+    assert bundled_models()["default"] == bundled_path()
+    assert model_path("default") == bundled_path()
+    proc = run("generate", PROMPT, "--model", "default", "--seconds", "0.2", "-o",
+               str(tmp_path / "a.mp4"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    proc = run("generate", PROMPT, "--model", "no-such-model", "--seconds", "0.2", "-o",
+               str(tmp_path / "b.mp4"))
+    assert_one_clean_line(proc, "not found")
+    assert "default" in proc.stderr.decode().splitlines()[-1]
+    assert not (tmp_path / "b.mp4").exists()
+    (tmp_path / "default").mkdir()
+    assert model_path(str(tmp_path / "default")) == tmp_path / "default"
+    listing = run("models").stdout.decode()
+    assert "bundled models" in listing
+    assert any(x.startswith("default ") and "64x64" in x for x in listing.splitlines())
+
+
+def test_unseen_word_prompts_need_a_pretrained_text_encoder():
+    proc = run("eval", "--prompts", "unseen-words", "--samples", "2")
+    assert_one_clean_line(proc, "needs a model with a pretrained text encoder")

@@ -18,8 +18,11 @@ from t2v_rt.models.shapes.evaluate import (
     renderer_source,
     streamed_source,
     to_json,
+    unseen_word_samples,
+    UNSEEN_WORDS,
+    GLUE_WORDS,
 )
-from t2v_rt.models.shapes.grammar import parse_prompt
+from t2v_rt.models.shapes.grammar import KNOWN_WORDS, parse_prompt
 from t2v_rt.models.shapes import spec
 from t2v_rt.models.shapes.render import render
 
@@ -53,6 +56,42 @@ def test_samples_mix_kinds_and_held_out_pairs():
     assert all(" on a " in p for p in canonical)
     assert any(" over a " in s.prompt for s in samples if s.kind == "paraphrase")
     assert contract_samples(7, seed=1) == samples[:7]
+
+
+def test_unseen_word_prompts_use_no_caption_word_and_mix_held_out_pairs():
+    """`eval --prompts unseen-words`: no word of its prompts but "a", "an" and "and" is one the
+    shapes caption generator can write (grammar.KNOWN_WORDS holds every such word), every
+    attribute value has its own words, and the targets are the attributes drawn."""
+    samples = unseen_word_samples(600, seed=1)
+    used = {w for s in samples for w in s.prompt.split()}
+    assert not (used & KNOWN_WORDS) - GLUE_WORDS
+    assert GLUE_WORDS <= KNOWN_WORDS
+    for name, values in spec.ATTRIBUTES.items():
+        assert set(UNSEEN_WORDS[name]) == set(values), name
+    held = [s for s in samples if s.held_out]
+    assert 100 < len(held) < 200
+    assert Counter(s.kind for s in samples) == {"paraphrase": 300, "partial": 300}
+    for s in samples:
+        assert set(s.target) == set(spec.ATTRIBUTES)
+        named = [k for k, v in s.target.items() if v is not None]
+        assert named
+        if s.kind == "paraphrase":
+            assert set(named) >= set(spec.ATTRIBUTES) - {"speed"}
+        for name in named:
+            if name in ("speed", "motion"):
+                continue
+            assert any(w in s.prompt for w in UNSEEN_WORDS[name][s.target[name]]), (s, name)
+        with pytest.raises(Exception):
+            parse_prompt(s.prompt)          # no grammar word reads them
+    assert unseen_word_samples(9, seed=1) == samples[:9]
+    assert any(s.prompt.startswith("an ") for s in samples)
+
+
+def test_the_renderer_scores_100_percent_on_unseen_word_prompts():
+    result = evaluate(renderer_source(), unseen_word_samples(24, seed=2), long_run=0,
+                      progress=False)
+    for name, group in result["groups"].items():
+        assert group["all_attributes"] == 1.0, (name, group)
 
 
 def test_the_renderer_scores_100_percent_on_every_kind_of_prompt():

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from t2v_rt.generators.io import bundled_models
 from test_cli import decode
 
 HIDDEN = ("torch", "triton", "onnx", "onnxscript", "tensorrt_rtx", "torchvision", "tensorrt")
@@ -94,19 +95,21 @@ def test_a_model_without_shipped_graphs_names_the_extra_for_its_one_export(tmp_p
     assert "exporting this model to ONNX" in err and "t2v-rt[torch]" in err
 
 
-def test_the_shipped_graphs_are_the_bundled_model():
-    """The graphs in t2v_rt/weights/default-onnx/ are valid for the bundled weights (manifest
-    digests) and compute what the PyTorch model computes, on fresh random inputs."""
+@pytest.mark.parametrize("name", sorted(bundled_models()))
+def test_the_shipped_graphs_are_the_bundled_model(name):
+    """The graphs in t2v_rt/weights/NAME-onnx/ are valid for each bundled model's weights
+    (manifest digests) and compute what the PyTorch model computes, on fresh random inputs."""
     from t2v_rt.compile.cache import model_digest
     from t2v_rt.compile.export import TOLERANCE, random_inputs, relative_error
     from t2v_rt.compile.graphs import cached_exports, ort_session, shipped_folder
-    from t2v_rt.generators.io import bundled_path, load_generator
+    from t2v_rt.generators.io import load_generator
 
-    weights = bundled_path()
+    weights = bundled_models()[name]
     have = cached_exports(shipped_folder(weights), model_digest(weights))
     assert {("style", "fp32"), ("frames", "fp32")} <= set(have), (
-        "re-export with: t2v-rt export-onnx --precision fp32 --force --out t2v_rt/weights/default-onnx")
-    g = load_generator()
+        f"re-export with: t2v-rt export-onnx --model {name} --precision fp32 --force --out "
+        f"t2v_rt/weights/{name}-onnx")
+    g = load_generator(weights)
     seed = int.from_bytes(os.urandom(4), "little")
     x = random_inputs(g, 5, 9, seed)
     with torch.no_grad():

@@ -31,6 +31,26 @@ def bundled_path() -> Path:
     return Path(str(resources.files("t2v_rt") / "weights" / f"{BUNDLED_NAME}.safetensors"))
 
 
+def bundled_models() -> dict[str, Path]:
+    """The models shipped inside the package, by name (``--model NAME``): every
+    ``t2v_rt/weights/NAME.safetensors`` with its ``NAME.json`` beside it. ``default`` is the one
+    used when no ``--model`` is given."""
+    folder = bundled_path().parent
+    return {p.stem: p for p in sorted(folder.glob("*.safetensors"))
+            if p.with_suffix(".json").is_file()}
+
+
+def model_path(text: str) -> Path:
+    """``--model`` as typed: a bundled model's name (``t2v-rt models`` lists them) unless a
+    file or folder of that name exists here; otherwise a path to a ``.safetensors`` file."""
+    path = Path(text)
+    if not path.exists() and "/" not in text and path.suffix == "":
+        named = bundled_models().get(text)
+        if named is not None:
+            return named
+    return path
+
+
 def require_weights(path: str | Path | None = None) -> Path:
     """``path`` (None: the bundled model) if it and its JSON config exist; else a clear error."""
     path = Path(path) if path is not None else bundled_path()
@@ -39,7 +59,8 @@ def require_weights(path: str | Path | None = None) -> Path:
         raise UsageError(
             f"model weights not found at {path} (+ {cfg_path.name}); pass --model PATH to a "
             "'.safetensors' file with its '.json' config beside it (t2v-rt train or "
-            "t2v-rt init-model write both), or leave out --model for the bundled model")
+            "t2v-rt init-model write both), a bundled model's name ("
+            f"{', '.join(bundled_models())}), or leave out --model for the bundled default")
     return path
 
 
@@ -229,6 +250,7 @@ def init_generator(arch: str, preset: str = "default", overrides: dict[str, Any]
     return build_generator(init_config(arch, preset, overrides), seed)
 
 
-__all__ = ["BUNDLED_NAME", "atomic_write", "build_generator", "bundled_path", "check_fits", "init_config",
+__all__ = ["BUNDLED_NAME", "atomic_write", "build_generator", "bundled_models", "bundled_path",
+           "model_path", "check_fits", "init_config",
            "init_generator", "load_generator", "parse_config", "read_config", "require_weights",
            "save_generator", "shape_plan", "weight_shapes"]

@@ -99,6 +99,90 @@ def contract_samples(n: int, seed: int = 0, held_out_share: float = 0.25,
     return out
 
 
+# Words no shapes caption ever uses (every one is outside grammar.KNOWN_WORDS, the words the
+# caption generator draws from; tested), for each attribute value: the prompts of
+# unseen_word_samples, which only a model reading prompts through a pretrained sentence
+# encoder can take. Glue words ("a", "an", "and") are the only caption words they keep.
+UNSEEN_WORDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "size": {"small": ("minuscule", "teeny", "petite"), "large": ("huge", "giant", "enormous")},
+    "colour": {"red": ("crimson", "scarlet"), "green": ("emerald", "lime"),
+               "blue": ("azure", "cobalt"), "yellow": ("golden", "lemon"),
+               "cyan": ("turquoise", "teal"), "magenta": ("fuchsia", "violet"),
+               "orange": ("tangerine", "amber")},
+    "shape": {"circle": ("sphere", "orb"), "square": ("cube", "block"),
+              "triangle": ("pyramid", "wedge")},
+    "motion": {"left-right": ("drifting side to side", "swaying sideways"),
+               "up-down": ("rising and falling", "bobbing upward and downward"),
+               "diagonal": ("sliding from corner to corner", "gliding corner to corner"),
+               "circle": ("orbiting", "revolving around"),
+               "still": ("sitting motionless", "resting")},
+    "speed": {"slow": ("leisurely", "gently", "lazily"), "fast": ("rapidly", "swiftly", "briskly")},
+    "background": {"black": ("against a pitch dark backdrop", "against an ebony backdrop"),
+                   "white": ("against a snowy backdrop", "against an ivory backdrop"),
+                   "gray": ("against a slate backdrop", "against an ashen backdrop")},
+}
+GLUE_WORDS = frozenset({"a", "an", "and"})
+
+
+def unseen_word_prompt(attrs: dict[str, str | None], rng: random.Random) -> str:
+    """A prompt naming ``attrs`` (None: left out) in words no caption uses: "a crimson sphere
+    drifting side to side"."""
+    words = ["a"]
+    for name in ("size", "colour", "shape"):
+        if attrs[name]:
+            words.append(rng.choice(UNSEEN_WORDS[name][attrs[name]]))
+    if not attrs["shape"]:
+        words.append("thing")
+    if attrs["motion"]:
+        words.append(rng.choice(UNSEEN_WORDS["motion"][attrs["motion"]]))
+    if attrs["speed"] and attrs["motion"] != "still":
+        words.append(rng.choice(UNSEEN_WORDS["speed"][attrs["speed"]]))
+    if attrs["background"]:
+        words.append(rng.choice(UNSEEN_WORDS["background"][attrs["background"]]))
+    if words[1][0] in "aeiou":
+        words[0] = "an"
+    return " ".join(words)
+
+
+def unseen_word_samples(n: int, seed: int = 0, held_out_share: float = 0.25,
+                        p_omit: float = 0.4) -> list[Sample]:
+    """``n`` samples whose prompts use no word of the captions (``UNSEEN_WORDS``), alternating
+    prompts naming every attribute (kind "paraphrase") and prompts leaving some out ("partial",
+    as :func:`contract_samples`); about ``held_out_share`` name a held-out colour-shape pair. The
+    target is the attributes drawn (no grammar can read these prompts)."""
+    rng = random.Random(seed)
+    held = sorted(spec.HELD_OUT)
+    out = []
+    for i in range(n):
+        kind = ("paraphrase", "partial")[i % 2]
+        attrs: dict[str, str | None] = {k: rng.choice(v) for k, v in spec.ATTRIBUTES.items()}
+        force_held = rng.random() < held_out_share
+        if force_held:
+            attrs["colour"], attrs["shape"] = rng.choice(held)
+        if attrs["motion"] == "still":
+            attrs["speed"] = None
+        if kind == "partial":
+            forced = {"colour", "shape"} if force_held else set()
+            named = [k for k, v in attrs.items() if v is not None]
+            keep = {k for k in named if k in forced or rng.random() >= p_omit}
+            if keep >= set(named):
+                keep.discard(rng.choice(sorted(set(named) - forced)))
+            keep = keep or {rng.choice(named)}
+            attrs = {k: (v if k in keep else None) for k, v in attrs.items()}
+            if attrs["speed"] and not attrs["motion"]:
+                attrs["speed"] = None       # a speed alone has no words of its own here
+                if not any(attrs.values()):
+                    attrs["colour"] = rng.choice(spec.ATTRIBUTES["colour"])
+        held_out = bool(attrs["colour"] and attrs["shape"]
+                        and spec.is_held_out(attrs["colour"], attrs["shape"]))
+        out.append(Sample(unseen_word_prompt(attrs, rng), rng.randrange(2**31), dict(attrs),
+                          kind, held_out))
+    return out
+
+
+PROMPT_SETS = {"contract": contract_samples, "unseen-words": unseen_word_samples}
+
+
 # A source of videos: (sample, times [T] float64 s) -> [T, 3, S, S] RGB in [0, 1].
 Source = Callable[[Sample, torch.Tensor], torch.Tensor]
 
