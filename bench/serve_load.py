@@ -37,12 +37,13 @@ import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import ROOT, write_result  # noqa: E402
+
+from t2v_rt.serve.process import ServerProcess  # noqa: E402
 
 CLUSTER = b"\x1f\x43\xb6\x75"       # Matroska Cluster element ID: one per frame here
 COLOURS = ("red", "green", "blue", "yellow", "cyan", "magenta", "orange")
@@ -58,30 +59,14 @@ def prompt(i: int) -> str:
 
 # --- the server ------------------------------------------------------------------------------
 
-class Server:
+class Server(ServerProcess):
+    """``t2v-rt serve`` (t2v_rt.serve.process) with its CPU time and memory, from /proc."""
+
     def __init__(self, max_streams: int):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "t2v_rt", "serve", "--port", "0", "--max-streams",
-             str(max_streams)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True)
-        self.lines: list[str] = []
-        ready = threading.Event()
-
-        def pump():
-            for line in self.proc.stderr:
-                self.lines.append(line)
-                if "serving http://" in line:
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        ready.wait(120)
-        m = next((re.search(r"serving http://([\d.]+):(\d+)", x) for x in self.lines
-                  if "serving http://" in x), None)
-        if not m:
-            self.stop()
-            raise SystemExit("the server did not start:\n" + "".join(self.lines))
-        self.host, self.port = m.group(1), int(m.group(2))
+        try:
+            super().__init__("--max-streams", str(max_streams), cwd=ROOT, start_timeout=120)
+        except RuntimeError as e:
+            raise SystemExit(str(e)) from None
 
     def cpu_s(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -92,15 +77,6 @@ class Server:
             if line.startswith("VmRSS"):
                 return int(line.split()[1]) / 1024
         return float("nan")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 async def request(host: str, port: int, method: str, path: str, body: dict | None = None):

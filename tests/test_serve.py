@@ -18,6 +18,8 @@ import av
 import numpy as np
 import pytest
 
+from t2v_rt.serve.process import ServerProcess
+
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -27,44 +29,16 @@ RED = "a large red circle moving left and right slowly on a black background"
 BLUE = "a large blue circle moving left and right slowly on a black background"
 
 
-class Server:
-    """``t2v-rt serve --port 0`` in a subprocess; its stderr collected by a thread."""
+class Server(ServerProcess):
+    """``t2v-rt serve --port 0`` in a subprocess, with an HTTP client."""
 
     def __init__(self, *args: str):
-        self.proc = subprocess.Popen([*CMD, "serve", "--port", "0", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        ready = threading.Event()
-
-        def pump():
-            for line in self.proc.stderr:
-                self.lines.append(line)
-                if "serving http://" in line:
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        ready.wait(60)
-        found = [re.search(r"serving (http://[\d.]+:\d+)", x) for x in self.lines]
-        found = [m for m in found if m]
-        assert found, "".join(self.lines)
-        self.url = found[0].group(1)
+        super().__init__(*args, start_timeout=60)
         self.http = httpx.Client(base_url=self.url, timeout=30)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.lines)
 
     def stop(self) -> int:
         self.http.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return super().stop()
 
     def new(self, **body) -> dict:
         r = self.http.post("/api/streams", json=body)
@@ -489,3 +463,12 @@ def test_serve_options_refused_in_one_line(server):
         r = subprocess.run([*CMD, "serve", *args], capture_output=True, text=True, timeout=60)
         lines = [x for x in r.stderr.splitlines() if x.strip()]
         assert r.returncode == 2 and len(lines) == 1 and words in lines[0], r.stderr
+
+
+def test_a_server_that_cannot_start_is_one_error_with_its_log():
+    """t2v_rt.serve.process: a serve that exits instead of listening raises at once with
+    what it said (here: an unknown option, exit 2), leaving no process behind."""
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not start(.|\n)*unrecognized arguments"):
+        ServerProcess("--no-such-option")
+    assert time.monotonic() - t0 < 30

@@ -12,21 +12,18 @@ docs/serving.md quotes (first frame, PATCH -> colour on screen) for each transpo
 
 from __future__ import annotations
 
-import re
-import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from t2v_rt.serve.process import ServerProcess
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync"]
-CMD = [sys.executable, "-m", "t2v_rt"]
 RED = "a large red circle moving left and right slowly on a black background"
 BLUE = "a large blue circle moving left and right slowly on a black background"
 
@@ -92,27 +89,8 @@ SWITCH = """async ([i, prompt, want, limit]) => {
 }"""
 
 
-class Server:
-    """``t2v-rt serve --port 0`` in a subprocess."""
-
-    def __init__(self, *args: str):
-        self.proc = subprocess.Popen([*CMD, "serve", "--port", "0", *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        ready = threading.Event()
-
-        def pump():
-            for line in self.proc.stderr:
-                self.lines.append(line)
-                if "serving http://" in line:
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        ready.wait(90)
-        found = [m for m in (re.search(r"serving (http://[\d.]+:\d+)", x) for x in self.lines) if m]
-        assert found, "".join(self.lines)
-        self.url = found[0].group(1)
+class Server(ServerProcess):
+    """``t2v-rt serve --port 0`` in a subprocess, and the streams it holds."""
 
     def streams(self) -> list[str]:
         import json
@@ -120,15 +98,6 @@ class Server:
 
         with urllib.request.urlopen(self.url + "/api/streams", timeout=10) as r:
             return [s["id"] for s in json.load(r)]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 class Browser:

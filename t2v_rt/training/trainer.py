@@ -111,8 +111,11 @@ class AdversarialConfig(Settings):
     max_stride: int = bounded(4, 1, 64, "those frames are this many data frames apart at most")
     time_horizon: float = bounded(60.0, 0.0, 1e6, "continuous models: start times drawn in "
                                                   "[0, this) seconds")
-    lr_g: float = bounded(2e-3, 0.0, 1.0)
-    lr_d: float = bounded(2e-3, 0.0, 1.0)
+    # 1e-3: at 2e-3 the proof run (docs/models/stylegan-v-shapes.md) diverged at step 350 (R1
+    # 1,810) and drew one prompt-independent picture by step 750; Adam's step is relative to
+    # weights initialised N(0, 1 / fan_in), not StyleGAN's equalised unit ones.
+    lr_g: float = bounded(1e-3, 0.0, 1.0, "Adam learning rate of the generator")
+    lr_d: float = bounded(1e-3, 0.0, 1.0, "Adam learning rate of both discriminators")
     r1_gamma: float = bounded(1.0, 0.0, MAX_WEIGHT, "R1 weight (gamma / 2 x |grad|^2)")
     r1_every: int = bounded(4, 1, MAX_STEPS, "lazy R1: every this many steps, scaled up by it")
     matching: bool = flag(True, "real clips with another clip's caption count as fakes")
