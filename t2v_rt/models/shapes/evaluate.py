@@ -338,7 +338,8 @@ def format_table(result: dict) -> str:
     for group, g in result["groups"].items():
         lines.append(_row(group, g, width))
     for kind, g in result.get("kinds", {}).items():
-        lines.append(_row(f"  {kind}", g, width))
+        if g["videos"]:
+            lines.append(_row(f"  {kind}", g, width))
     if "long_run" in result:
         lr = result["long_run"]
         for group, g in lr["groups"].items():
