@@ -769,7 +769,9 @@ def cmd_models(args) -> int:
     from t2v_rt.generators.io import bundled_models, read_config
 
     print("\nbundled models (--model NAME; without --model: default):")
-    for name, path in bundled_models().items():
+    bundled = bundled_models()
+    width = max([12, *(len(name) + 1 for name in bundled)])
+    for name, path in bundled.items():
         try:
             cfg = read_config(path)
             words = getattr(cfg, "vocab", None)
@@ -779,7 +781,7 @@ def cmd_models(args) -> int:
                     f"{path.stat().st_size / 2**20:.1f} MiB")
         except T2VError as e:
             what = f"cannot be read: {e}"
-        print(f"{name:12s} {what}")
+        print(f"{name:{width}s} {what}")
     return 0
 
 

@@ -36,7 +36,7 @@ def bundled_models() -> dict[str, Path]:
     ``t2v_rt/weights/NAME.safetensors`` with its ``NAME.json`` beside it. ``default`` is the one
     used when no ``--model`` is given."""
     folder = bundled_path().parent
-    return {p.stem: p for p in sorted(folder.glob("*.safetensors"))
+    return {p.stem: p for p in sorted(folder.glob("*.safetensors"), key=lambda p: p.stem)
             if p.with_suffix(".json").is_file()}
 
 
