@@ -17,10 +17,15 @@ from test_cli import decode
 
 HIDDEN = ("torch", "triton", "onnx", "onnxscript", "tensorrt_rtx", "torchvision", "tensorrt")
 PROMPT = "a large red circle moving left and right slowly"
-# Run the CLI with those packages made unimportable (as in an install without the extras).
-RUNNER = f"""
+
+
+def hide_imports(names) -> str:
+    """Python source that makes the packages ``names`` (a source expression of a set or
+    tuple of top-level names) unimportable, as in an install without them: their imports
+    raise ModuleNotFoundError and importlib.util.find_spec says None. It binds ``HIDDEN``."""
+    return f"""
 import importlib.util, sys
-HIDDEN = {HIDDEN!r}
+HIDDEN = set({names})
 class Hide:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in HIDDEN:
@@ -30,6 +35,11 @@ sys.meta_path.insert(0, Hide())
 _find = importlib.util.find_spec
 importlib.util.find_spec = lambda name, package=None: (
     None if name.split(".")[0] in HIDDEN else _find(name, package))
+"""
+
+
+# Run the CLI with those packages made unimportable (as in an install without the extras).
+RUNNER = hide_imports(repr(HIDDEN)) + """
 sys.argv = ["t2v-rt", *sys.argv[1:]]
 from t2v_rt.cli import entry
 entry()

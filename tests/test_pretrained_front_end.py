@@ -37,12 +37,9 @@ ARCHS = ("stylegan-v", "mocogan")
 
 
 @pytest.fixture(scope="module")
-def encoder():
+def encoder(encoder_exported):
     """The MiniLM graph, exported (checked against PyTorch) once into the session's cache
     (conftest's T2V_RT_CACHE, which the subprocesses below inherit)."""
-    if not (have("onnx") and have("onnxscript")):
-        pytest.skip("exporting needs onnx and onnxscript (t2v-rt[torch])")
-    assert cli.main(["export-text-encoder"]) == 0          # kept if the cache holds it already
     files = minilm.model_files()
     assert "fp32" in minilm.export_state(files)
     return files

@@ -29,6 +29,7 @@ from t2v_rt.text_encoders import minilm
 from t2v_rt.text_encoders.minilm import (
     CLS, DIM, IN_MEMORY, PAD, SEP, PretrainedFrontEnd, WordPieces, model_files,
 )
+from test_no_torch import hide_imports
 
 needs_model = pytest.mark.skipif(
     not (have(minilm.PACKAGE) and have("tokenizers")),
@@ -403,18 +404,8 @@ def test_front_end_embeds_through_onnx(files, cache_dir, counted, model, tok):
 
 HIDE = ("torch", "onnx", "onnxscript", "triton", "tensorrt_rtx", "torchvision",
         "transformers", "sentence_transformers")
-RUNNER = """
-import importlib.util, json, sys
-HIDDEN = set(sys.argv[1].split(","))
-class Hide:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in HIDDEN:
-            raise ModuleNotFoundError(f"No module named {name!r}")
-        return None
-sys.meta_path.insert(0, Hide())
-_find = importlib.util.find_spec
-importlib.util.find_spec = lambda name, package=None: (
-    None if name.split(".")[0] in HIDDEN else _find(name, package))
+RUNNER = hide_imports('sys.argv[1].split(",")') + """
+import json
 from t2v_rt.errors import T2VError
 from t2v_rt.text_encoders import PretrainedFrontEnd
 try:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the bundled model `stylegan-v-shapes` (docs/models/stylegan-v-shapes.md) through
-# the public path: render the data, train, score, ship. CPU: about 2 minutes to render, 1 to
+# the public path: render the data, train, ship, score. CPU: about 2 minutes to render, 1 to
 # decode the training cache, 95 minutes of training (one thread; the card's run shared the
-# 2-core machine with the pretrained-encoder run), 5 to score. Run from the repository root.
+# 2-core machine with the pretrained-encoder run), about 10 to score. Run from the repository root.
 set -euo pipefail
 DATA=${DATA:-shapes5k}
 RUNS=${RUNS:-runs-stylegan-v-shapes}
@@ -14,9 +14,8 @@ t2v-rt train --data "$DATA" --arch stylegan-v --minutes 95 --steps 100000 --run-
     --set threads=1 --set 'channels=[64,64,32,32,16]' --set latent_dim=32 --set text_dim=32 \
     --set w_dim=64 --set motion_dim=32 --set lr_g=0.001 --set lr_d=0.001
 RUN=$(ls -d "$RUNS"/*-stylegan-v | tail -1)
-t2v-rt eval --model "$RUN/generator.safetensors" --samples 600 --json eval.json
 
-# ship it (what the repository's t2v_rt/weights/stylegan-v-shapes* are)
+# ship it (what the repository's t2v_rt/weights/stylegan-v-shapes* are), then score it
 cp "$RUN/generator.safetensors" t2v_rt/weights/stylegan-v-shapes.safetensors
 cp "$RUN/generator.json" t2v_rt/weights/stylegan-v-shapes.json
 t2v-rt export-onnx --model stylegan-v-shapes --precision fp32 --force \
