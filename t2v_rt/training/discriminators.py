@@ -76,10 +76,18 @@ class ProjectionDiscriminator(nn.Module):
         self.caption = CaptionEmbedding(vocab_size, dim, embedding_dim)
         self.resolution, self.cin = resolution, cin
 
-    def score(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        feat = self.fc(self.trunk(x))
-        text = self.caption(tokens).to(feat.dtype)
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's feature phi [N, dim] of inputs [N, C, R, R]."""
+        return self.fc(self.trunk(x))
+
+    def project(self, feat: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Logits [N] of features [N, dim] under caption codes ``text`` [N, dim] (from
+        :attr:`caption`): ``out(phi) + <phi, text>``."""
+        text = text.to(feat.dtype)
         return (self.out(feat) + (feat * text).sum(1, keepdim=True)).squeeze(1).float()
+
+    def score(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.project(self.features(x), self.caption(tokens))
 
 
 class FrameDiscriminator(ProjectionDiscriminator):
@@ -89,12 +97,16 @@ class FrameDiscriminator(ProjectionDiscriminator):
                  dim: int = 128, embedding_dim: int = 0):
         super().__init__(3, resolution, vocab_size, base, max_width, dim, embedding_dim)
 
-    def forward(self, frames: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def prepare(self, frames: torch.Tensor) -> torch.Tensor:
+        """The trunk's input: the frames, their shape checked."""
         n, c, h, w = frames.shape
         if c != 3 or h != self.resolution or w != self.resolution:
             raise ValueError(f"frames must be [N, 3, {self.resolution}, {self.resolution}], got "
                              f"{list(frames.shape)}")
-        return self.score(frames, tokens)
+        return frames
+
+    def forward(self, frames: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.score(self.prepare(frames), tokens)
 
 
 class VideoDiscriminator(ProjectionDiscriminator):
@@ -111,6 +123,10 @@ class VideoDiscriminator(ProjectionDiscriminator):
         self.frames = frames
 
     def forward(self, clips: torch.Tensor, times: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.score(self.prepare(clips, times), tokens)
+
+    def prepare(self, clips: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        """The trunk's input [B, 7T - 4, R, R]: frames, differences, time channels."""
         b, t, c, h, w = clips.shape
         if t != self.frames or c != 3 or h != self.resolution or w != self.resolution:
             raise ValueError(f"clips must be [B, {self.frames}, 3, {self.resolution}, "
@@ -118,9 +134,8 @@ class VideoDiscriminator(ProjectionDiscriminator):
         diffs = clips[:, 1:] - clips[:, :-1]                                    # [B, T-1, 3, H, W]
         gaps = (times[:, 1:] - times[:, :1]).to(clips.dtype)                    # [B, T-1]
         gaps = gaps[:, :, None, None].expand(b, t - 1, h, w)
-        x = torch.cat([clips.reshape(b, t * c, h, w), diffs.reshape(b, (t - 1) * c, h, w), gaps],
-                      dim=1)
-        return self.score(x, tokens)
+        return torch.cat([clips.reshape(b, t * c, h, w), diffs.reshape(b, (t - 1) * c, h, w),
+                          gaps], dim=1)
 
 
 __all__ = ["MIN_RESOLUTION", "CaptionEmbedding", "FrameDiscriminator", "ProjectionDiscriminator",

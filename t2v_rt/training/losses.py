@@ -1,5 +1,5 @@
 """Losses and regularisers of adversarial training: the non-saturating logistic loss,
-matching-aware negatives, R1, DiffAugment restricted to what keeps the caption true, and the
+matching-aware negatives, the image-caption contrastive loss, R1, DiffAugment restricted to what keeps the caption true, and the
 EMA of the generator.
 
 **Augmentation** (DiffAugment, Zhao et al. 2020: the same random, differentiable transform on
@@ -41,6 +41,23 @@ def d_loss(real: torch.Tensor, fake: torch.Tensor, mismatched: torch.Tensor | No
 def g_loss(fake: torch.Tensor) -> torch.Tensor:
     """Non-saturating generator loss: -log sigmoid(D(G(z)))."""
     return F.softplus(-fake).mean()
+
+
+def contrastive_loss(feat: torch.Tensor, text: torch.Tensor, owner: torch.Tensor,
+                     same: torch.Tensor) -> torch.Tensor:
+    """Image-caption contrastive loss over the batch (XMC-GAN, Zhang et al. 2021), in a
+    projection discriminator's own terms: row n of ``feat`` [N, dim] (the trunk's feature of a
+    frame or clip) is scored against every caption code of the batch, ``text`` [B, dim], by
+    the projection's inner product; cross-entropy over the B captions with the target
+    ``owner[n]`` (the clip the row comes from, int64 [N]). Captions equal to the target's
+    (``same`` [B, B] bool) other than the target itself are left out: they are not negatives.
+    Every other caption of the batch is one, so a clip must fit its caption better than the
+    captions that differ from it in one word only, not just better than one random caption."""
+    logits = feat.float() @ text.float().t()                                   # [N, B]
+    rows = torch.arange(owner.shape[0], device=owner.device)
+    drop = same[owner].clone()
+    drop[rows, owner] = False
+    return F.cross_entropy(logits.masked_fill(drop, float("-inf")), owner)
 
 
 def r1_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -101,4 +118,4 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
         be.copy_(b)
 
 
-__all__ = ["augment", "augment_params", "d_loss", "ema_beta", "ema_update", "g_loss", "r1_penalty"]
+__all__ = ["augment", "augment_params", "contrastive_loss", "d_loss", "ema_beta", "ema_update", "g_loss", "r1_penalty"]

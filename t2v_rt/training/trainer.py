@@ -13,7 +13,10 @@ Per step (``batch_size`` clips):
    is the data's rate) and ``synthesize``. Loss: non-saturating, against a text-aware frame
    discriminator and a text-aware video discriminator (:mod:`.discriminators`);
 3. discriminators: real vs generated vs real-with-another-clip's-caption (matching-aware),
-   R1 on the reals every ``r1_every`` steps (lazy, scaled up by it);
+   R1 on the reals every ``r1_every`` steps (lazy, scaled up by it); with ``contrastive`` > 0,
+   also the image-caption contrastive loss over the batch (:func:`.losses.contrastive_loss`:
+   every other caption of the batch is a negative, for D on the real clips and for G on its
+   own), which the projection discriminators compute from the features they already have;
 4. EMA of the generator (the one exported and sampled).
 
 Both see the clips through DiffAugment when ``augment`` (translation and cutout only, which
@@ -53,6 +56,7 @@ from t2v_rt.training.discriminators import MIN_RESOLUTION, FrameDiscriminator, V
 from t2v_rt.training.losses import (
     augment,
     augment_params,
+    contrastive_loss,
     d_loss,
     ema_beta,
     ema_update,
@@ -119,6 +123,8 @@ class AdversarialConfig(Settings):
     r1_gamma: float = bounded(1.0, 0.0, MAX_WEIGHT, "R1 weight (gamma / 2 x |grad|^2)")
     r1_every: int = bounded(4, 1, MAX_STEPS, "lazy R1: every this many steps, scaled up by it")
     matching: bool = flag(True, "real clips with another clip's caption count as fakes")
+    contrastive: float = bounded(0.0, 0.0, MAX_WEIGHT, "weight of the image-caption "
+                                 "contrastive loss over the batch (0: off)")
     augment: bool = flag(True, "DiffAugment: translation and cutout (colour, direction kept)")
     translate: float = bounded(0.125, 0.0, 0.5, "translation: up to this share of the side")
     cutout: float = bounded(0.25, 0.0, 1.0, "cutout: a square of this share of the side")
@@ -591,14 +597,29 @@ class AdversarialTrainer:
         aug = (lambda x, p: augment(x, p)) if cfg.augment else (lambda x, p: x)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
-        # Generator: fool both discriminators.
+        contrast = cfg.contrastive > 0 and b > 1
+        if contrast:        # which captions of the batch are the same text (not negatives)
+            same = (tokens[:, None] == tokens[None]).flatten(2).all(dim=2)           # [B, B]
+            owner_v = torch.arange(b, device=device)
+            owner_f = owner_v.repeat_interleave(tc)
+
+        # Generator: fool both discriminators (and, with contrastive, fit its own caption
+        # better than the batch's other captions, in their eyes).
         G.train().requires_grad_(True)
         FD.requires_grad_(False)
         VD.requires_grad_(False)
         with autocast:
             fake = self.fake(tokens, z, rel, steps, starts)
             fa = aug(fake, aug_fake)
-            loss_g = g_loss(FD(fa.flatten(0, 1), rep(tokens))) + g_loss(VD(fa, times, tokens))
+            f_feat = FD.features(FD.prepare(fa.flatten(0, 1)))
+            v_feat = VD.features(VD.prepare(fa, times))
+            f_text, v_text = FD.caption(tokens), VD.caption(tokens)
+            loss_g = (g_loss(FD.project(f_feat, rep(f_text)))
+                      + g_loss(VD.project(v_feat, v_text)))
+            if contrast:
+                loss_g = loss_g + cfg.contrastive * (
+                    contrastive_loss(f_feat, f_text, owner_f, same)
+                    + contrastive_loss(v_feat, v_text, owner_v, same))
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -610,15 +631,24 @@ class AdversarialTrainer:
         real_in = real.detach().requires_grad_(do_r1)
         with autocast:
             ra, fa = aug(real_in, aug_real), aug(fake.detach(), aug_fake)
-            fr, ff = FD(ra.flatten(0, 1), rep(tokens)), FD(fa.flatten(0, 1), rep(tokens))
-            vr, vf = VD(ra, times, tokens), VD(fa, times, tokens)
+            fr_feat = FD.features(FD.prepare(ra.flatten(0, 1)))
+            vr_feat = VD.features(VD.prepare(ra, times))
+            f_text, v_text = FD.caption(tokens), VD.caption(tokens)
+            fr, vr = FD.project(fr_feat, rep(f_text)), VD.project(vr_feat, v_text)
+            ff, vf = FD(fa.flatten(0, 1), rep(tokens)), VD(fa, times, tokens)
             if cfg.matching and b > 1:
+                # The real clips' features under another clip's caption: no second trunk pass.
                 wrong = tokens.roll(1, dims=0)
-                differs = (wrong != tokens).any(dim=1)
-                fm, vm = FD(ra.flatten(0, 1), rep(wrong)), VD(ra, times, wrong)
+                differs = (wrong != tokens).flatten(1).any(dim=1)
+                fm = FD.project(fr_feat, rep(f_text.roll(1, dims=0)))
+                vm = VD.project(vr_feat, v_text.roll(1, dims=0))
                 loss_d = (d_loss(fr, ff, fm, rep(differs)) + d_loss(vr, vf, vm, differs))
             else:
                 loss_d = d_loss(fr, ff) + d_loss(vr, vf)
+            if contrast:
+                loss_d = loss_d + cfg.contrastive * (
+                    contrastive_loss(fr_feat, f_text, owner_f, same)
+                    + contrastive_loss(vr_feat, v_text, owner_v, same))
         loss = loss_d
         r1 = torch.zeros(())
         if do_r1:
