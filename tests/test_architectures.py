@@ -48,8 +48,14 @@ def perturb(g) -> None:
                 mod.bias.normal_(0, 0.2)
 
 
+# Each architecture's tiny preset, and variants of it named "ARCH/VARIANT": config overrides.
+VARIANTS = {"stylegan-v/features": ("stylegan-v", {"time_modulation": "features"})}
+MODELS = ARCHS + list(VARIANTS)
+
+
 def tiny(name: str, seed: int = 0):
-    g = init_generator(name, "tiny", seed=seed)
+    arch, overrides = VARIANTS.get(name, (name, None))
+    g = init_generator(arch, "tiny", overrides, seed=seed)
     perturb(g)
     return g
 
@@ -99,7 +105,7 @@ def test_both_register():
     assert MocoganConfig.FORM == "recurrent" and StyleganVConfig.FORM == "continuous"
 
 
-@pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.parametrize("name", MODELS)
 def test_tiny_shapes_and_range(name):
     g = tiny(name)
     cfg = g.config
@@ -131,7 +137,7 @@ def test_tiny_shapes_and_range(name):
     assert video.shape == (b, 4, 3, cfg.resolution, cfg.resolution)
 
 
-@pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.parametrize("name", MODELS)
 def test_frames_depend_on_prompt_seed_and_time(name):
     g = tiny(name)
     cfg = g.config
@@ -225,6 +231,40 @@ def stylegan_params(c: StyleganVConfig) -> int:
 
 # default widths -> learned parameters (59 token ids: the default vocabulary + padding)
 EXPECTED_PARAMS = {"mocogan": (4_168_579, 12_963), "stylegan-v": (11_623_235, 14_067)}
+
+
+def test_stylegan_time_modulation_features_scales_each_time_feature():
+    """time_modulation "features": w carries one gain per time feature after (gamma, beta),
+    and synthesize scales the features by 1 + gain before the motion MLP; the default
+    "hidden" has no such gains (old configs load unchanged)."""
+    g = tiny("stylegan-v/features")
+    cfg = g.config
+    assert cfg.style_width == cfg.w_dim + 2 * cfg.motion_dim + cfg.feature_dim
+    assert tiny("stylegan-v").config.style_width == cfg.w_dim + 2 * cfg.motion_dim
+    tokens = prompts_tokens(g, random_prompts(g, 2, 4))
+    with torch.no_grad():
+        w = g.style(tokens, torch.randn(2, cfg.latent_dim))
+        feats = torch.randn(2, cfg.feature_dim)
+        gains = w[:, cfg.w_dim + 2 * cfg.motion_dim:]
+        assert gains.shape == (2, cfg.feature_dim) and float(gains.abs().mean()) > 0.01
+        # The same frames as the hidden-FiLM path fed with the scaled features.
+        wd, md = cfg.w_dim, cfg.motion_dim
+        m = g.motion(feats * (1 + gains), w[:, wd:wd + md], w[:, wd + md:wd + 2 * md])
+        x = g.const.unsqueeze(0).expand(2, -1, -1, -1)
+        style = torch.cat([w[:, :wd], m], dim=1)
+        x = g.conv4(x, style)
+        for block in g.blocks:
+            x = block(x, style)
+        want = torch.tanh(g.to_rgb(x, style))
+        torch.testing.assert_close(g.synthesize(w, feats), want)
+        # a gain of -1 silences its feature: the frames no longer depend on it
+        w2 = w.clone()
+        w2[:, wd + 2 * md] = -1.0
+        f2 = feats.clone()
+        f2[:, 0] += 5.0
+        torch.testing.assert_close(g.synthesize(w2, feats), g.synthesize(w2, f2))
+    with pytest.raises(ConfigError, match="time_modulation"):
+        init_config("stylegan-v", "tiny", {"time_modulation": "bogus"})
 
 
 @pytest.mark.parametrize("name", ARCHS)
@@ -414,12 +454,12 @@ def test_stylegan_block_op_order():
 
 # --- save / load ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.parametrize("name", MODELS)
 def test_save_load_round_trip(name, tmp_path):
     g = tiny(name, seed=3)
-    path = tmp_path / f"{name}.safetensors"
+    path = tmp_path / f"{name.replace('/', '-')}.safetensors"
     save_generator(g, path)
-    assert json.loads(path.with_suffix(".json").read_text())["architecture"] == name
+    assert json.loads(path.with_suffix(".json").read_text())["architecture"] == name.split("/")[0]
     h = load_generator(path)
     assert type(h) is type(g) and h.config == g.config
     tokens = prompts_tokens(g, random_prompts(g, 2, 9))
@@ -479,7 +519,7 @@ def _onnx_matches(module, names, example, feed, path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.parametrize("name", MODELS)
 def test_onnx_export_matches_pytorch(name, tmp_path):
     g = tiny(name)
     cfg = g.config

@@ -47,6 +47,9 @@ class StyleganVConfig(GeneratorConfig):
     time_periods: int = bounded(8, 1, 64, "number K of time periods (features: 2K)")
     min_period: float = bounded(0.25, 0.01, 3600.0, "shortest period, seconds")
     max_period: float = bounded(32.0, 0.01, 3600.0, "longest period, seconds")
+    time_modulation: str = bounded("hidden", 0, 0, "what each video's style scales in the "
+                                   "motion MLP: its hidden layer (FiLM), or also every time "
+                                   "feature (features)", choices=("hidden", "features"))
     channels: list[int] = bounded_list([512, 512, 512, 256, 128, 64, 64], 1, 1024, 2, 9,
                                        "channels at 4x4, 8x8, ..., resolution (log2(res) - 1)")
 
@@ -85,8 +88,10 @@ class StyleganVConfig(GeneratorConfig):
 
     @property
     def style_width(self) -> int:
-        """Width of w: the mapped style, then the motion modulation (gamma, beta)."""
-        return self.w_dim + 2 * self.motion_dim
+        """Width of w: the mapped style, then the motion modulation (gamma, beta), then with
+        ``time_modulation`` "features" one gain per time feature."""
+        gains = self.feature_dim if self.time_modulation == "features" else 0
+        return self.w_dim + 2 * self.motion_dim + gains
 
     def time_features(self, t):
         """[N] seconds -> [N, 2K] float32 (numpy): cos then sin of 2 pi (t mod P_k) / P_k,

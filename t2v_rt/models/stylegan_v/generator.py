@@ -4,14 +4,21 @@ motion codes, after StyleGAN-V (Skorokhodov, Tulyakov and Elhoseiny, CVPR 2022).
     tokens or sentence embedding -> text encoder -> t       (per prompt)
     [t, normalise(z)] -> mapping (lrelu MLP) -> w           (per video)
     w -> motion modulation (gamma, beta)                    (per video)
-    w_full = [w | gamma | beta]                             (style(); [B, w_dim + 2 motion_dim])
+    w -> time-feature gains a (time_modulation "features")  (per video; [B, 2K])
+    w_full = [w | gamma | beta (| a)]                       (style(); [B, config.style_width])
     f = time features of t (host, float64, mod each period) (config.time_features; [N, 2K])
+    f = f * (1 + a)                                         (time_modulation "features" only)
     m = M2(lrelu(M1(f) * (1 + gamma) + beta))               (per frame motion code)
     frame = synthesis(style = [w, m])                       (per frame; any batch, any times)
 
 StyleGAN-V conditions its motion codes on the video's latent; here the per-video part is a
 FiLM (gamma, beta) of the motion MLP's hidden layer, so each video moves its own way through
-the same sinusoids of time. The motion code joins ``w`` in every layer's style:
+the same sinusoids of time. With ``time_modulation`` "features", each video also scales every
+time feature by its own gain before the MLP, as StyleGAN-V's motion codes set the amplitudes
+of its sinusoids: a video then picks its periods (how fast it moves) and, through the gains of
+each period's cosine and sine, its phase, by a linear function of ``w``, where the FiLM of the
+hidden layer can only do that through whatever mixture of periods ``M1`` learnt. The motion
+code joins ``w`` in every layer's style:
 ``s_l = A_l([w, m])`` (an ``nn.Linear``, bias initialised to 1, as StyleGAN2's affines).
 
 Synthesis: a learned constant 4x4 input -> :class:`ModulatedConv` (3x3, at 4x4) -> one
@@ -207,6 +214,8 @@ class StyleganVGenerator(VideoGenerator):
         self.mapping = MappingNetwork(cfg.text_dim + cfg.latent_dim, cfg.w_dim,
                                       cfg.mapping_layers)
         self.motion_mod = _linear(cfg.w_dim, 2 * cfg.motion_dim, 1.0)
+        self.time_mod = (_linear(cfg.w_dim, cfg.feature_dim, 1.0)
+                         if cfg.time_modulation == "features" else None)
         self.motion = MotionNetwork(cfg.feature_dim, cfg.motion_dim)
         sd, ch = cfg.w_dim + cfg.motion_dim, cfg.channels
         self.const = nn.Parameter(_randn(ch[0], 4, 4))
@@ -225,12 +234,17 @@ class StyleganVGenerator(VideoGenerator):
         t = self.text(text)
         z = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
         w = self.mapping(torch.cat([t, z], dim=1))
-        return torch.cat([w, self.motion_mod(w)], dim=1)
+        parts = [w, self.motion_mod(w)]
+        if self.time_mod is not None:
+            parts.append(self.time_mod(w))
+        return torch.cat(parts, dim=1)
 
     def synthesize(self, w, features):
         """w [N, S], time features [N, 2K] -> frames [N, 3, R, R] in [-1, 1]."""
         cfg = self.config
         wd, md = cfg.w_dim, cfg.motion_dim
+        if self.time_mod is not None:
+            features = features * (1 + w[:, wd + 2 * md:wd + 2 * md + cfg.feature_dim])
         m = self.motion(features, w[:, wd:wd + md], w[:, wd + md:wd + 2 * md])
         style = torch.cat([w[:, :wd], m], dim=1)
         x = self.const.unsqueeze(0).expand(w.shape[0], -1, -1, -1)
