@@ -117,13 +117,15 @@ def _data_gap(tr: AdversarialTrainer, ts) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch,contrastive", [(a, 0.0) for a in ARCHS] + [("stylegan-v", 1.0)])
-def test_resume_continues_bit_for_bit(tmp_path, dataset, arch, contrastive):
+@pytest.mark.parametrize("arch,extra", [(a, {}) for a in ARCHS] + [
+    ("stylegan-v", {"contrastive": 1.0, "speed_negatives": 0.5,
+                    "model": {"time_modulation": "features"}})])
+def test_resume_continues_bit_for_bit(tmp_path, dataset, arch, extra):
     whole = train(settings(tmp_path / "a", dataset, arch=arch, steps=8, log_every=1,
-                           checkpoint_every=4, contrastive=contrastive), data=dataset[2])
+                           checkpoint_every=4, **extra), data=dataset[2])
     # From the step-4 checkpoint file (not its run's latest): a new run folder, same steps.
     again = train(settings(tmp_path / "b", dataset, arch=arch, steps=8, log_every=1,
-                           checkpoint_every=4, contrastive=contrastive),
+                           checkpoint_every=4, **extra),
                   resume=str(whole / "checkpoint-0000004.safetensors"), data=dataset[2])
     assert again.parent == tmp_path / "b"
     a, b = metrics(whole)[4:], metrics(again)
@@ -372,6 +374,42 @@ def test_contrastive_training_makes_real_clips_fit_their_own_captions(tmp_path, 
         assert all(np.isfinite(v) for row in rows for v in row.values())
         after[weight] = _own_caption_loss(tr, dataset[2])
     assert after[1.0] < 0.75 * before and after[1.0] < after[0.0] - 0.15, (before, after)
+
+
+def test_speed_negatives_are_the_same_clips_at_twice_or_half_the_speed(tmp_path, dataset):
+    """warped(): the stride doubled or halved (never the same), inside the data clips; None
+    when neither fits. The step's speed negatives leave out clips that do not move."""
+    from t2v_rt.training import trainer as T
+
+    cfg = settings(tmp_path, dataset, arch="stylegan-v", speed_negatives=0.5, d_width=8,
+                   d_dim=16, clip_frames=3)
+    tr = AdversarialTrainer.create(cfg.validate(), dataset[2])
+    seen = set()
+    for _ in range(200):
+        idx, _, _, _ = tr.plan(4)
+        stride = int(idx[1] - idx[0])
+        w = tr.warped(idx)
+        if w is None:
+            assert 2 * stride * 2 >= FRAMES and stride % 2
+            continue
+        ws = int(w[1] - w[0])
+        assert ws in (2 * stride, stride // 2) and ws != stride, (stride, ws)
+        assert int(w[0]) >= 0 and int(w[-1]) < FRAMES
+        assert torch.equal(w - w[0], torch.arange(3) * ws)
+        seen.add((stride, ws))
+    assert {(1, 2), (2, 1)} <= seen
+    # a still clip (every frame the same) is no speed negative; a moving one is
+    still = torch.zeros(1, 3, 3, SIZE, SIZE)
+    moving = still.clone()
+    moving[0, 1, :, :3, :3] = 1.0
+    clips = torch.cat([still, moving])
+    assert T.moving_clips(clips).tolist() == [False, True]
+    noisy = still + (torch.rand(still.shape, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.15
+    assert T.moving_clips(noisy).tolist() == [False]     # changes of 0.15 at most: noise
+    real = torch.from_numpy(np.array(dataset[2].clips)).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
+    assert 0 < int(T.moving_clips(real).sum()) < CLIPS     # the data: still and moving clips
+    row = tr.step(1)
+    assert all(np.isfinite(v) for v in row.values())
 
 
 @pytest.mark.parametrize("res", [8, 16, 24, 48])

@@ -17,6 +17,10 @@ Per step (``batch_size`` clips):
    also the image-caption contrastive loss over the batch (:func:`.losses.contrastive_loss`:
    every other caption of the batch is a negative, for D on the real clips and for G on its
    own), which the projection discriminators compute from the features they already have;
+   with ``speed_negatives`` > 0, the real clips of the step played at twice or half their
+   speed (another stride, shown with the true stride's times) count as fakes for the video
+   discriminator under their own caption, so it must judge the speed its caption and the
+   frames' times imply, not only the kind of motion (clips that do not move are left out);
 4. EMA of the generator (the one exported and sampled).
 
 Both see the clips through DiffAugment when ``augment`` (translation and cutout only, which
@@ -76,6 +80,10 @@ from t2v_rt.training.settings import (
 )
 
 MAX_WEIGHT = 1e6
+# A data clip moves (and has a speed to change) when some pair of neighbouring frames differs
+# by more than SPEED_CHANGE (in [-1, 1] units: 25/255) in at least SPEED_PIXELS pixels;
+# H.264 noise on a still scene stays below that.
+SPEED_CHANGE, SPEED_PIXELS = 0.2, 4
 # batch_size x clip_frames x resolution^2: what one step generates. 2^30 pixels (12 GiB of
 # float32 RGB per copy) is far beyond any run this trainer is for.
 MAX_PIXELS_PER_STEP = 1 << 30
@@ -125,6 +133,9 @@ class AdversarialConfig(Settings):
     matching: bool = flag(True, "real clips with another clip's caption count as fakes")
     contrastive: float = bounded(0.0, 0.0, MAX_WEIGHT, "weight of the image-caption "
                                  "contrastive loss over the batch (0: off)")
+    speed_negatives: float = bounded(0.0, 0.0, MAX_WEIGHT, "weight of real clips played at "
+                                     "twice or half their speed, as fakes for the video "
+                                     "discriminator (0: off)")
     augment: bool = flag(True, "DiffAugment: translation and cutout (colour, direction kept)")
     translate: float = bounded(0.125, 0.0, 0.5, "translation: up to this share of the side")
     cutout: float = bounded(0.25, 0.0, 1.0, "cutout: a square of this share of the side")
@@ -421,6 +432,13 @@ def _to_float(clips: np.ndarray) -> torch.Tensor:
     return x.float() / 127.5 - 1.0
 
 
+def moving_clips(clips: torch.Tensor) -> torch.Tensor:
+    """[B, T, 3, H, W] in [-1, 1] -> [B] bool: whether some pair of neighbouring frames differs
+    by more than SPEED_CHANGE in at least SPEED_PIXELS pixels."""
+    changed = ((clips[:, 1:] - clips[:, :-1]).abs() > SPEED_CHANGE).any(dim=2)
+    return changed.flatten(2).sum(dim=2).amax(dim=1) >= SPEED_PIXELS
+
+
 def sample_prompts(ts, n: int) -> list[str]:
     """The first ``n`` distinct captions of the data, in its order (the samples' prompts)."""
     out: list[str] = []
@@ -560,6 +578,20 @@ class AdversarialTrainer:
         starts = torch.rand(batch, generator=self.gen, dtype=torch.float64) * cfg.time_horizon
         return idx + first, rel, [step0 + int(i) for i in idx], starts
 
+    def warped(self, frame_idx: torch.Tensor) -> torch.Tensor | None:
+        """Frame indices [Tc] of the same clips played at twice or half the speed of
+        ``frame_idx`` (the stride doubled, else halved, drawn afresh where in the clip), or
+        None when neither fits the data clips (a speed negative needs them)."""
+        t_data, tc = int(self.data.clips.shape[1]), len(frame_idx)
+        stride = int(frame_idx[1] - frame_idx[0])
+        choices = [s for s in (2 * stride, stride // 2 if stride % 2 == 0 else 0)
+                   if s >= 1 and (tc - 1) * s < t_data]
+        if not choices:
+            return None
+        s = choices[int(torch.randint(0, len(choices), (1,), generator=self.gen))]
+        first = int(torch.randint(0, t_data - (tc - 1) * s, (1,), generator=self.gen))
+        return first + torch.arange(tc) * s
+
     def fake(self, tokens: torch.Tensor, z: torch.Tensor, rel: torch.Tensor,
              steps: list[int], starts: torch.Tensor) -> torch.Tensor:
         """Generated clips [B, Tc, 3, R, R] through the generator interface (see the module
@@ -597,6 +629,15 @@ class AdversarialTrainer:
         aug = (lambda x, p: augment(x, p)) if cfg.augment else (lambda x, p: x)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
+        speed = None
+        if cfg.speed_negatives > 0 and tc > 1:
+            # The same real clips at twice or half their speed, shown with the true clip's
+            # times: their motion no longer fits the caption (or is faster than any data).
+            # Clips with no motion have no speed to change and are left out.
+            warp_idx = self.warped(frame_idx)
+            if warp_idx is not None:
+                speed = _to_float(np.asarray(clips)[:, warp_idx.numpy()]).to(device)
+                speed_moving = moving_clips(speed)
         contrast = cfg.contrastive > 0 and b > 1
         if contrast:        # which captions of the batch are the same text (not negatives)
             same = (tokens[:, None] == tokens[None]).flatten(2).all(dim=2)           # [B, B]
@@ -649,6 +690,11 @@ class AdversarialTrainer:
                 loss_d = loss_d + cfg.contrastive * (
                     contrastive_loss(fr_feat, f_text, owner_f, same)
                     + contrastive_loss(vr_feat, v_text, owner_v, same))
+            if speed is not None:
+                vs = VD.project(VD.features(VD.prepare(aug(speed, aug_real), times)), v_text)
+                moving = speed_moving.to(vs.dtype)
+                loss_d = loss_d + cfg.speed_negatives * (
+                    (torch.nn.functional.softplus(vs) * moving).sum() / moving.sum().clamp(min=1))
         loss = loss_d
         r1 = torch.zeros(())
         if do_r1:
