@@ -223,13 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "adversarially on a folder of captioned videos (no paired targets: "
                     "text-aware frame and video discriminators, R1, EMA, DiffAugment that keeps "
                     "colours and directions; docs/training.md). The default --data run ends in "
-                    "about an hour: 14000 steps of 8 clips of 4 frames at 64x64 with "
-                    "stylegan-v's 'tiny' preset take about 60 min on a 2-core CPU (0.26 s a "
-                    "step, bench/train_speed.py; mocogan 0.17 s), and --minutes 60 (the default) "
+                    "about an hour: 20000 steps of 8 clips of 4 frames at 64x64 with "
+                    "stylegan-v's 'tiny' preset take about 57 min on a 2-core CPU (0.17 s a "
+                    "step, bench/train_speed.py; mocogan 0.11 s), and --minutes 60 (the default) "
                     "stops a slower run at the hour, saved and resumable.")
     p.add_argument("--steps", type=int, default=None,
-                   help="total steps (default 20000; with --data 14000, about an hour on a "
-                        "2-core CPU)")
+                   help="total steps (default 20000, with or without --data; with --data about "
+                        "an hour on a 2-core CPU)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="clips per step (default 16; with --data 8)")
     p.add_argument("--data", default=None, metavar="DIR",

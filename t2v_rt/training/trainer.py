@@ -90,11 +90,11 @@ MAX_PIXELS_PER_STEP = 1 << 30
 MAX_VOCAB = 50_000           # a config's word list holds at most this many
 NUMPY_STATE_BYTES = 512      # the numpy generator's state, JSON, padded (a fixed tensor shape)
 
-# The default run ends in about an hour: 14000 steps of stylegan-v's tiny preset at 64x64 take
-# about 60 min on the 2-core CPU machine (0.26 s a step, bench/train_speed.py; mocogan 0.17 s:
-# 40 min), and a 60-minute budget ends it, saved and resumable, on a slower or busier machine
+# The default run ends in about an hour: 20000 steps of stylegan-v's tiny preset at 64x64 take
+# about 57 min on the 2-core CPU machine (0.17 s a step, bench/train_speed.py; mocogan 0.11 s:
+# 36 min), and a 60-minute budget ends it, saved and resumable, on a slower or busier machine
 # (docs/training.md).
-DEFAULT_STEPS = 14000
+DEFAULT_STEPS = 20000
 DEFAULT_MINUTES = 60.0
 
 
