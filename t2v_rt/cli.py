@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "text-aware frame and video discriminators, R1, EMA, DiffAugment that keeps "
                     "colours and directions; docs/training.md). The default --data run ends in "
                     "about an hour: 20000 steps of 8 clips of 4 frames at 64x64 with "
-                    "stylegan-v's 'tiny' preset take about 57 min on a 2-core CPU (0.17 s a "
+                    "stylegan-v's 'tiny' preset take about 53 min on a 2-core CPU (0.16 s a "
                     "step, bench/train_speed.py; mocogan 0.11 s), and --minutes 60 (the default) "
                     "stops a slower run at the hour, saved and resumable.")
     p.add_argument("--steps", type=int, default=None,

@@ -91,7 +91,7 @@ MAX_VOCAB = 50_000           # a config's word list holds at most this many
 NUMPY_STATE_BYTES = 512      # the numpy generator's state, JSON, padded (a fixed tensor shape)
 
 # The default run ends in about an hour: 20000 steps of stylegan-v's tiny preset at 64x64 take
-# about 57 min on the 2-core CPU machine (0.17 s a step, bench/train_speed.py; mocogan 0.11 s:
+# about 53 min on the 2-core CPU machine (0.16 s a step, bench/train_speed.py; mocogan 0.11 s:
 # 36 min), and a 60-minute budget ends it, saved and resumable, on a slower or busier machine
 # (docs/training.md).
 DEFAULT_STEPS = 20000
