@@ -4,8 +4,8 @@ on a folder of captioned videos, with no paired targets.
 Per step (``batch_size`` clips):
 
 1. data: ``batch_size`` real clips and one caption each (:meth:`TrainingSet.sample`, numpy
-   generator), of which ``clip_frames`` frames at a random stride are kept (the same times for
-   the generated clips);
+   generator), of which ``clip_frames`` frames at a random stride (``min_stride`` to
+   ``max_stride`` data frames, one per step) are kept (the same times for the generated clips);
 2. generator: tokens (the generator's own front end over the caption), z ~ N(0, 1), then
    through the generator interface only: ``style(tokens, z)``, then per-frame features at the
    clip's times (continuous: ``config.time_features`` of random start offsets plus the frame
@@ -121,6 +121,12 @@ class AdversarialConfig(Settings):
     batch_size: int = bounded(8, 1, 4096, "clips per step")
     clip_frames: int = bounded(4, 2, 64, "frames of each clip the discriminators see")
     max_stride: int = bounded(4, 1, 64, "those frames are this many data frames apart at most")
+    # A stride that changes from step to step hides speed from the video discriminator: with
+    # speed-swapped captions as negatives on real clips, its accuracy was 53 % after 1,000
+    # steps at strides 1..6 and 94 % at a fixed stride of 3 (docs/models/experiments/
+    # discriminator_probe.py); min_stride = max_stride fixes it.
+    min_stride: int = bounded(1, 1, 64, "and at least this many (min_stride = max_stride: "
+                                        "always the same spacing)")
     time_horizon: float = bounded(60.0, 0.0, 1e6, "continuous models: start times drawn in "
                                                   "[0, this) seconds")
     # 1e-3: at 2e-3 the proof run (docs/models/stylegan-v-shapes.md) diverged at step 350 (R1
@@ -171,6 +177,9 @@ class AdversarialConfig(Settings):
             raise ConfigError(f"{source}: batch_size {self.batch_size} x clip_frames "
                               f"{self.clip_frames} x {self.size}^2 pixels is {pixels} pixels a "
                               f"step, more than {MAX_PIXELS_PER_STEP}; lower batch_size")
+        if self.min_stride > self.max_stride:
+            raise ConfigError(f"{source}: min_stride ({self.min_stride}) must not exceed "
+                              f"max_stride ({self.max_stride})")
         if self.clip_frames > self.frames:
             raise ConfigError(f"{source}: clip_frames ({self.clip_frames}) must not exceed "
                               f"frames ({self.frames}), the frames of each data clip")
@@ -569,7 +578,7 @@ class AdversarialTrainer:
         cfg, t_data = self.cfg, int(self.data.clips.shape[1])
         tc = cfg.clip_frames
         top = max(1, min(cfg.max_stride, (t_data - 1) // max(tc - 1, 1)))
-        stride = int(torch.randint(1, top + 1, (1,), generator=self.gen))
+        stride = int(torch.randint(min(cfg.min_stride, top), top + 1, (1,), generator=self.gen))
         span = (tc - 1) * stride
         first = int(torch.randint(0, t_data - span, (1,), generator=self.gen))
         idx = torch.arange(tc) * stride
