@@ -963,7 +963,10 @@ def _environment(e: BaseException) -> EnvironmentFailure | None:
         # a native library (ONNX Runtime, PyTorch) that could not allocate memory or start a
         # thread says so in its own words inside a RuntimeError
         return EnvironmentFailure(f"a native library could not allocate: {_OUT_OF_MEMORY}")
-    if isinstance(e, ImportError) and "failed to map segment" in str(e):
+    if isinstance(e, ImportError) and any(marker in str(e) for marker in
+                                          ("failed to map segment",) + _NATIVE_OUT_OF_MEMORY):
+        # the loader could not map a shared library, or a pybind11 module's init could not
+        # allocate ("ImportError: Exception caught: std::bad_alloc", seen under RLIMIT_AS)
         return EnvironmentFailure(f"cannot load a library ({str(e)[:80]}): {_OUT_OF_MEMORY}")
     av_error = type(e).__module__.startswith("av.")
     if av_error and getattr(e, "errno", None) == errno.ENOMEM:

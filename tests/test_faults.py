@@ -278,6 +278,8 @@ def test_too_little_memory_is_one_line(megabytes):
     RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't "
                  "allocate memory: you tried to allocate 17179869184 bytes."),
     RuntimeError("std::bad_alloc"),
+    ImportError("Exception caught: std::bad_alloc"),     # a pybind11 module's init, RLIMIT_AS
+    ImportError("libfoo.so: failed to map segment from shared object"),
 ])
 def test_a_native_library_out_of_memory_is_an_environment_failure(exc):
     """What ONNX Runtime and PyTorch raise when they cannot allocate or start a thread (seen
@@ -287,6 +289,7 @@ def test_a_native_library_out_of_memory_is_an_environment_failure(exc):
     failure = cli._environment(exc)
     assert failure is not None and "memory" in str(failure)
     assert cli._environment(RuntimeError("shape mismatch in Conv")) is None
+    assert cli._environment(ImportError("No module named 'foo'")) is None
 
 
 # --- broken model files ----------------------------------------------------------------------
