@@ -122,9 +122,9 @@ class AdversarialConfig(Settings):
     clip_frames: int = bounded(4, 2, 64, "frames of each clip the discriminators see")
     max_stride: int = bounded(4, 1, 64, "those frames are this many data frames apart at most")
     # A stride that changes from step to step hides speed from the video discriminator: with
-    # speed-swapped captions as negatives on real clips, its accuracy was 53 % after 1,000
-    # steps at strides 1..6 and 94 % at a fixed stride of 3 (docs/models/experiments/
-    # discriminator_probe.py); min_stride = max_stride fixes it.
+    # speed-swapped captions as negatives on real clips (no augmentation), it was right 53 %
+    # of the time after 1,000 steps at strides 1..6 and 94 % at a fixed stride of 3
+    # (docs/models/experiments/discriminator_probe.py); min_stride = max_stride fixes it.
     min_stride: int = bounded(1, 1, 64, "and at least this many (min_stride = max_stride: "
                                         "always the same spacing)")
     time_horizon: float = bounded(60.0, 0.0, 1e6, "continuous models: start times drawn in "
