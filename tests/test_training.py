@@ -412,7 +412,6 @@ def test_speed_negatives_are_the_same_clips_at_twice_or_half_the_speed(tmp_path,
     assert all(np.isfinite(v) for v in row.values())
 
 
-
 def test_min_stride_bounds_the_clip_spacing_and_may_fix_it(tmp_path, dataset):
     """plan(): strides from min_stride to max_stride (capped by the data clips); equal bounds
     give one spacing always, and the times follow it; min_stride above max_stride is refused."""
@@ -437,6 +436,7 @@ def test_min_stride_bounds_the_clip_spacing_and_may_fix_it(tmp_path, dataset):
     assert strides(clip_frames=4, min_stride=3, max_stride=3) == {2}   # 3 x 3 > 7: capped
     with pytest.raises(ConfigError, match=r"min_stride \(4\) must not exceed max_stride \(3\)"):
         settings(tmp_path, dataset, min_stride=4, max_stride=3).validate()
+
 
 @pytest.mark.parametrize("res", [8, 16, 24, 48])
 def test_discriminators_read_any_resolution_and_the_caption(res):
