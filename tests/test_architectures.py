@@ -49,7 +49,8 @@ def perturb(g) -> None:
 
 
 # Each architecture's tiny preset, and variants of it named "ARCH/VARIANT": config overrides.
-VARIANTS = {"stylegan-v/features": ("stylegan-v", {"time_modulation": "features"})}
+VARIANTS = {"stylegan-v/features": ("stylegan-v", {"time_modulation": "features"}),
+            "stylegan-v/deep": ("stylegan-v", {"block_convs": 2})}
 MODELS = ARCHS + list(VARIANTS)
 
 
@@ -265,6 +266,32 @@ def test_stylegan_time_modulation_features_scales_each_time_feature():
         torch.testing.assert_close(g.synthesize(w2, feats), g.synthesize(w2, f2))
     with pytest.raises(ConfigError, match="time_modulation"):
         init_config("stylegan-v", "tiny", {"time_modulation": "bogus"})
+
+
+def test_stylegan_block_convs_adds_modulated_convs_at_each_resolution():
+    """block_convs 2: each ModulatedUpConv is followed by a ModulatedConv at its resolution,
+    in that order; the default 1 adds no parameter (one-conv weights load unchanged)."""
+    one, two = tiny("stylegan-v"), tiny("stylegan-v/deep")
+    assert one.refine is None and not any(k.startswith("refine") for k in one.state_dict())
+    ch = two.config.channels
+    assert [[(c.weight.shape, c.noise.shape[-1]) for c in convs] for convs in two.refine] == [
+        [((ch[i], ch[i], 3, 3), 4 * 2**i)] for i in range(1, len(ch))]
+    assert set(two.state_dict()) - set(one.state_dict()) == {
+        k for k in two.state_dict() if k.startswith("refine.")}
+    cfg = two.config
+    tokens = prompts_tokens(two, random_prompts(two, 2, 5))
+    with torch.no_grad():
+        w = two.style(tokens, torch.randn(2, cfg.latent_dim))
+        feats = torch.randn(2, cfg.feature_dim)
+        wd, md = cfg.w_dim, cfg.motion_dim
+        m = two.motion(feats, w[:, wd:wd + md], w[:, wd + md:wd + 2 * md])
+        style = torch.cat([w[:, :wd], m], dim=1)
+        x = two.conv4(two.const.unsqueeze(0).expand(2, -1, -1, -1), style)
+        for block, (conv,) in zip(two.blocks, two.refine):
+            x = conv(block(x, style), style)
+        torch.testing.assert_close(two.synthesize(w, feats), torch.tanh(two.to_rgb(x, style)))
+    with pytest.raises(ConfigError, match="block_convs"):
+        init_config("stylegan-v", "tiny", {"block_convs": 5})
 
 
 @pytest.mark.parametrize("name", ARCHS)

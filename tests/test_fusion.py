@@ -307,10 +307,10 @@ def test_a_module_fx_cannot_trace_is_left_whole():
 # --- the load-time check ------------------------------------------------------------------------
 
 
-def _randomised(name):
+def _randomised(name, overrides=None):
     """The tiny preset with every all-zero parameter (noise strengths, zero-initialised heads)
     and every BatchNorm's statistics drawn at random, so that each fused term matters."""
-    g = init_generator(name, "tiny", seed=3)
+    g = init_generator(name, "tiny", overrides, seed=3)
     torch.manual_seed(3)
     with torch.no_grad():
         for p in g.parameters():
@@ -361,6 +361,24 @@ def test_every_architecture_fuses_and_matches_the_torch_backend(name):
     if g.config.FORM == "recurrent":
         s1, s2 = triton_be.initial_state(w), torch_be.initial_state(w)
         torch.testing.assert_close(triton_be.step(w, s1)[1], torch_be.step(w, s2)[1])
+
+
+def test_stylegan_with_more_convs_per_block_fuses_the_upsampling_ones_and_matches_torch():
+    """``block_convs`` 2: the ModulatedConvs after each upsampling block are left to eager
+    PyTorch (no x2 upsample to fuse), the blocks still fuse, and the frames match."""
+    g = _randomised("stylegan-v", {"block_convs": 2})
+    report = plan(g)
+    blocks = len(g.config.channels) - 1
+    assert report.fused == blocks and report.found == 1 + 2 * blocks, report.lines()
+    left = [b for b in report.blocks if not b.fused]
+    assert {b.name.split(":")[0].split(".")[0] for b in left} == {"conv4", "refine"}, report.lines()
+    assert all("no x2 upsample" in b.reason for b in left)
+    triton_be = TritonBackend(generator=copy.deepcopy(g))
+    torch_be = TorchBackend(generator=copy.deepcopy(g), device=triton_be.device)
+    w, features = sample_inputs(g.to(triton_be.device), 2, seed=23)
+    torch.testing.assert_close(triton_be.frames(w, features).cpu(),
+                               torch_be.frames(w, features).cpu(),
+                               atol=2e-2 if GPU else ATOL, rtol=0)
 
 
 def test_plan_reports_without_running_the_kernels():

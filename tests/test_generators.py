@@ -218,6 +218,32 @@ def test_every_architecture_builds_tensorrt_rtx_engines(tiny, arch, tmp_path):
         assert (folder / f"{name}.engine").stat().st_size > 1000
 
 
+def test_stylegan_with_two_convs_per_block_streams_and_builds_tensorrt_rtx_engines(tmp_path):
+    """block_convs 2 (the extra ModulatedConvs): init-model -> stream on torch and ONNX Runtime
+    (they agree) -> TensorRT-RTX engines build on the CPU."""
+    path = tmp_path / "deep.safetensors"
+    proc = run("init-model", "stylegan-v", "--preset", "tiny", "--set", "block_convs=2",
+               "-o", str(path), "--seed", "4")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert read_config(path).block_convs == 2
+    decoded = {}
+    for backend in ("torch", "onnxruntime"):
+        proc = run("stream", PROMPTS["stylegan-v"], "--model", str(path), "--backend", backend,
+                   "--frames", "6", "--no-realtime", "--format", "nut", "--quality", "1",
+                   timeout=300)
+        assert proc.returncode == 0, proc.stderr.decode()
+        frames, _ = decode(proc.stdout, "nut")
+        decoded[backend] = torch.from_numpy(__import__("numpy").stack(frames)).float()
+    assert decoded["torch"].shape[0] == 6
+    assert (decoded["torch"] - decoded["onnxruntime"]).abs().mean() < 1.0
+    pytest.importorskip("tensorrt_rtx")
+    from t2v_rt.compile.engine import Profile, build_engines, read_manifest
+
+    folder = build_engines(path, "fp32", Profile(1, 2, 4), out=tmp_path / "engines")
+    for name in read_manifest(folder)["graphs"]:
+        assert (folder / f"{name}.engine").stat().st_size > 1000
+
+
 def test_the_example_plugin_installs_through_its_entry_point_and_streams(tmp_path):
     """examples/t2v-rt-example-plugin, pip-installed (no t2v-rt change), is listed, initialised
     and streamed by the CLI."""

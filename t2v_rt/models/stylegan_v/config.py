@@ -52,6 +52,9 @@ class StyleganVConfig(GeneratorConfig):
                                    "feature (features)", choices=("hidden", "features"))
     channels: list[int] = bounded_list([512, 512, 512, 256, 128, 64, 64], 1, 1024, 2, 9,
                                        "channels at 4x4, 8x8, ..., resolution (log2(res) - 1)")
+    block_convs: int = bounded(1, 1, 4, "3x3 modulated convs at each resolution above 4x4: the "
+                               "upsampling one, then block_convs - 1 more at that resolution "
+                               "(StyleGAN2: 2)")
 
     def check(self) -> None:
         r = self.resolution

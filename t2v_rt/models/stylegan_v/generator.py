@@ -22,10 +22,12 @@ code joins ``w`` in every layer's style:
 ``s_l = A_l([w, m])`` (an ``nn.Linear``, bias initialised to 1, as StyleGAN2's affines).
 
 Synthesis: a learned constant 4x4 input -> :class:`ModulatedConv` (3x3, at 4x4) -> one
-:class:`ModulatedUpConv` per resolution 8, 16, ..., ``resolution`` -> :class:`ToRGB` (1x1
+:class:`ModulatedUpConv` per resolution 8, 16, ..., ``resolution`` (each followed by
+``block_convs`` - 1 :class:`ModulatedConv` at its resolution) -> :class:`ToRGB` (1x1
 modulated conv, no demodulation, + bias) -> tanh. StyleGAN2 has two 3x3 convs per resolution
-and sums toRGB outputs over resolutions (skip architecture); this one keeps one upsampling conv
-per resolution and one toRGB at the end, to stay light on the CPU; the widths are StyleGAN2's
+(``block_convs`` 2) and sums toRGB outputs over resolutions (skip architecture); this one
+defaults to one upsampling conv per resolution and keeps one toRGB at the end, to stay light
+on the CPU; the widths are StyleGAN2's
 (512 at 4..16, then halving to 64 at 128 and 256 for the default 256x256).
 
 Every modulated conv is written in the *non-grouped* form of StyleGAN2's
@@ -222,6 +224,12 @@ class StyleganVGenerator(VideoGenerator):
         self.conv4 = ModulatedConv(ch[0], ch[0], sd, 4)
         self.blocks = nn.ModuleList(ModulatedUpConv(ch[i - 1], ch[i], sd, 4 * 2**i)
                                     for i in range(1, len(ch)))
+        # block_convs > 1: more ModulatedConvs after each block, at its resolution (none at 1:
+        # the state dict of a one-conv generator is unchanged).
+        self.refine = nn.ModuleList(
+            nn.ModuleList(ModulatedConv(ch[i], ch[i], sd, 4 * 2**i)
+                          for _ in range(cfg.block_convs - 1))
+            for i in range(1, len(ch))) if cfg.block_convs > 1 else None
         self.to_rgb = ToRGB(ch[-1], sd)
 
     @property
@@ -249,7 +257,9 @@ class StyleganVGenerator(VideoGenerator):
         style = torch.cat([w[:, :wd], m], dim=1)
         x = self.const.unsqueeze(0).expand(w.shape[0], -1, -1, -1)
         x = self.conv4(x, style)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             x = block(x, style)
+            for conv in (self.refine[i] if self.refine is not None else ()):
+                x = conv(x, style)
         return torch.tanh(self.to_rgb(x, style))
 
