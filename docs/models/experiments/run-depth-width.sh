@@ -3,7 +3,7 @@
 # recipe of run-fixed-stride.sh at a fixed stride of 3 from the first step, MiniLM, with a
 # generator either twice as deep (block_convs=2: a second 3x3 modulated conv at every
 # resolution above 4x4) or wider at 16..64 px (channels [64,64,64,32,32]); 70 minutes, then
-# resumed for 50 more (2 h in all). Two runs side by side on the 2-core CPU, one thread each.
+# resumed for 50 more (2 h in all; the card's runs stopped at steps 7,828 and 7,758). Two runs side by side on the 2-core CPU, one thread each.
 # Run from the repository root after pip install ".[pretrained,torch]" and
 # t2v-rt export-text-encoder.
 set -euo pipefail
@@ -22,11 +22,6 @@ t2v-rt train "${COMMON[@]}" --set name=wide --set 'channels=[64,64,64,32,32]' &
 t2v-rt train "${COMMON[@]}" --set name=deep --set 'channels=[64,64,32,32,16]' \
     --set block_convs=2 &
 wait
-for name in wide deep; do
-    run=$(ls -d "$RUNS"/*-"$name")
-    t2v-rt eval --model "$run/generator.safetensors" --samples 300 --long-run 0 \
-        --backend torch --json "docs/models/experiments/eval-$name-70min.json"
-done
 for name in wide deep; do
     run=$(ls -d "$RUNS"/*-"$name")
     t2v-rt train --resume "$run" --run-dir "$RUNS" --minutes 50 --steps 100000 &
