@@ -272,7 +272,8 @@ def test_stylegan_block_convs_adds_modulated_convs_at_each_resolution():
     """block_convs 2: each ModulatedUpConv is followed by a ModulatedConv at its resolution,
     in that order; the default 1 adds no parameter (one-conv weights load unchanged)."""
     one, two = tiny("stylegan-v"), tiny("stylegan-v/deep")
-    assert one.refine is None and not any(k.startswith("refine") for k in one.state_dict())
+    assert all(len(convs) == 0 for convs in one.refine)
+    assert not any(k.startswith("refine") for k in one.state_dict())
     ch = two.config.channels
     assert [[(c.weight.shape, c.noise.shape[-1]) for c in convs] for convs in two.refine] == [
         [((ch[i], ch[i], 3, 3), 4 * 2**i)] for i in range(1, len(ch))]

@@ -3,7 +3,8 @@
 # recipe of run-fixed-stride.sh at a fixed stride of 3 from the first step, MiniLM, with a
 # generator either twice as deep (block_convs=2: a second 3x3 modulated conv at every
 # resolution above 4x4) or wider at 16..64 px (channels [64,64,64,32,32]); 70 minutes, then
-# resumed for 50 more (2 h in all; the card's runs stopped at steps 7,828 and 7,758). Two runs side by side on the 2-core CPU, one thread each.
+# resumed for 50 more (2 h in all; the card's runs stopped at steps 7,828 and 7,758). Two runs
+# side by side on the 2-core CPU, one thread each.
 # Run from the repository root after pip install ".[pretrained,torch]" and
 # t2v-rt export-text-encoder.
 set -euo pipefail

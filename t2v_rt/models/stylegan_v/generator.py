@@ -224,12 +224,12 @@ class StyleganVGenerator(VideoGenerator):
         self.conv4 = ModulatedConv(ch[0], ch[0], sd, 4)
         self.blocks = nn.ModuleList(ModulatedUpConv(ch[i - 1], ch[i], sd, 4 * 2**i)
                                     for i in range(1, len(ch)))
-        # block_convs > 1: more ModulatedConvs after each block, at its resolution (none at 1:
-        # the state dict of a one-conv generator is unchanged).
+        # block_convs - 1 more ModulatedConvs after each block, at its resolution (empty lists
+        # at 1: the state dict of a one-conv generator is unchanged).
         self.refine = nn.ModuleList(
             nn.ModuleList(ModulatedConv(ch[i], ch[i], sd, 4 * 2**i)
                           for _ in range(cfg.block_convs - 1))
-            for i in range(1, len(ch))) if cfg.block_convs > 1 else None
+            for i in range(1, len(ch)))
         self.to_rgb = ToRGB(ch[-1], sd)
 
     @property
@@ -257,9 +257,9 @@ class StyleganVGenerator(VideoGenerator):
         style = torch.cat([w[:, :wd], m], dim=1)
         x = self.const.unsqueeze(0).expand(w.shape[0], -1, -1, -1)
         x = self.conv4(x, style)
-        for i, block in enumerate(self.blocks):
+        for block, convs in zip(self.blocks, self.refine):
             x = block(x, style)
-            for conv in (self.refine[i] if self.refine is not None else ()):
+            for conv in convs:
                 x = conv(x, style)
         return torch.tanh(self.to_rgb(x, style))
 
