@@ -292,6 +292,18 @@ def test_training_cache_decodes_once_and_is_reused(shapes, tmp_path):
                for i in range(CLIPS))
     big, _ = ts.sample(np.random.default_rng(0), 3 * CLIPS)
     assert big.shape[0] == 3 * CLIPS
+    # draw(): the same draws as sample(), with the clips' indices; draw_captions(): captions
+    # of clips drawn with replacement, each one of its clip's
+    idx, again_clips, again_caps = ts.draw(np.random.default_rng(0), 5)
+    assert np.array_equal(again_clips, clips) and again_caps == caps and idx.dtype == np.int64
+    assert all(np.array_equal(clips[n], ts.clips[i]) and caps[n] in ts.captions[i]
+               for n, i in enumerate(idx))
+    bank_ids, bank = ts.draw_captions(np.random.default_rng(1), 4 * CLIPS)
+    assert bank_ids.shape == (4 * CLIPS,) and len(bank) == 4 * CLIPS
+    assert all(0 <= i < CLIPS and c in ts.captions[i] for i, c in zip(bank_ids, bank))
+    assert len(set(bank_ids.tolist())) < 4 * CLIPS          # with replacement
+    with pytest.raises(ValueError, match="at least 1"):
+        ts.draw_captions(np.random.default_rng(1), 0)
     # opened again: the same entry, not decoded again
     data = ts.path / "clips.u8"
     before = data.stat().st_mtime_ns

@@ -118,7 +118,7 @@ def _data_gap(tr: AdversarialTrainer, ts) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch,extra", [(a, {}) for a in ARCHS] + [
-    ("stylegan-v", {"contrastive": 1.0, "speed_negatives": 0.5,
+    ("stylegan-v", {"contrastive": 1.0, "contrastive_bank": 16, "speed_negatives": 0.5,
                     "model": {"time_modulation": "features"}})])
 def test_resume_continues_bit_for_bit(tmp_path, dataset, arch, extra):
     whole = train(settings(tmp_path / "a", dataset, arch=arch, steps=8, log_every=1,
@@ -343,6 +343,39 @@ def test_contrastive_loss_is_cross_entropy_over_the_batch_captions(seed):
     aligned = feat + 3 * text[owner]
     assert float(contrastive_loss(aligned, text, owner, same)) < float(got)
     assert bool(torch.isfinite(f.grad).all()) and float(f.grad.abs().sum()) > 0
+    # more negatives than the batch (a caption bank): columns after the B batch captions;
+    # a marked one (the same clip or text as the owner's) is left out, the rest count
+    bank = torch.randn(4, dim, generator=g)
+    columns = torch.cat([text, bank])
+    marks = torch.cat([same, torch.zeros(b, 4, dtype=torch.bool)], 1)
+    marks[1, b + 2] = True
+    got = contrastive_loss(feat, columns, owner, marks)
+    assert abs(float(got) - _contrastive_reference(feat, columns, owner, marks)) < 1e-5
+    assert float(got) > float(contrastive_loss(feat, text, owner, same))      # more negatives
+    unmarked = marks.clone()
+    unmarked[1, b + 2] = False
+    assert float(contrastive_loss(feat, columns, owner, unmarked)) != pytest.approx(float(got))
+
+
+def test_contrastive_negatives_leave_out_a_clips_own_text_and_its_other_captions():
+    """not_negatives(): column j is no negative of batch clip i when it is the same text
+    (token ids or caption embeddings) or a caption of the same data clip."""
+    from t2v_rt.training.trainer import not_negatives
+
+    tokens = torch.tensor([[1, 2], [3, 4], [5, 6]])
+    bank = torch.tensor([[1, 2], [7, 8], [9, 9], [3, 5]])
+    ids = torch.tensor([10, 11, 12, 20, 11, 21, 22])       # bank column 1: clip 11's
+    got = not_negatives(tokens, torch.cat([tokens, bank]), ids)
+    want = torch.zeros(3, 7, dtype=torch.bool)
+    want[0, 0] = want[1, 1] = want[2, 2] = True
+    want[0, 3] = True                                      # clip 0's text, another clip
+    want[1, 4] = True                                      # clip 1's other caption
+    assert torch.equal(got, want)
+    emb = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
+    cols = torch.cat([emb, emb[2:3], torch.randn(1, 5)])
+    got = not_negatives(emb, cols, torch.tensor([0, 1, 2, 3, 4]))
+    assert got.tolist() == [[True, False, False, False, False], [False, True, False, False, False],
+                            [False, False, True, True, False]]
 
 
 @torch.no_grad()

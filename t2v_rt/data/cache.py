@@ -74,6 +74,11 @@ class TrainingSet:
     def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, list[str]]:
         """``batch`` clips drawn uniformly (distinct when ``batch`` <= N), as an in-memory copy
         ``[B, T, H, W, 3]`` uint8, and one of each clip's captions, drawn uniformly."""
+        _, clips, captions = self.draw(rng, batch)
+        return clips, captions
+
+    def draw(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """:meth:`sample` with the clips' indices first (int64 ``[B]``), the same draws."""
         batch = int(batch)
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
@@ -83,7 +88,16 @@ class TrainingSet:
         clips = np.empty((batch, *self.clips.shape[1:]), dtype=np.uint8)
         clips[order] = self.clips[idx[order]]
         captions = [self.captions[i][int(rng.integers(len(self.captions[i])))] for i in idx]
-        return clips, captions
+        return idx.astype(np.int64), clips, captions
+
+    def draw_captions(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, list[str]]:
+        """``count`` captions without their clips: clip indices drawn uniformly with
+        replacement (int64 ``[count]``) and one of each one's captions, drawn uniformly."""
+        if int(count) < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        idx = rng.integers(0, len(self), size=int(count))
+        return idx.astype(np.int64), [self.captions[i][int(rng.integers(len(self.captions[i])))]
+                                      for i in idx]
 
 
 def _check_request(frames, size, fps, min_frames) -> None:

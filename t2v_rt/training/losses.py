@@ -47,12 +47,13 @@ def contrastive_loss(feat: torch.Tensor, text: torch.Tensor, owner: torch.Tensor
                      same: torch.Tensor) -> torch.Tensor:
     """Image-caption contrastive loss over the batch (XMC-GAN, Zhang et al. 2021), in a
     projection discriminator's own terms: row n of ``feat`` [N, dim] (the trunk's feature of a
-    frame or clip) is scored against every caption code of the batch, ``text`` [B, dim], by
-    the projection's inner product; cross-entropy over the B captions with the target
-    ``owner[n]`` (the clip the row comes from, int64 [N]). Captions equal to the target's
-    (``same`` [B, B] bool) other than the target itself are left out: they are not negatives.
-    Every other caption of the batch is one, so a clip must fit its caption better than the
-    captions that differ from it in one word only, not just better than one random caption."""
+    frame or clip) is scored against every caption code ``text`` [C, dim] (the batch's B
+    captions first, then any more negatives) by the projection's inner product; cross-entropy
+    over the C captions with the target ``owner[n]`` (the clip the row comes from, int64 [N],
+    < B). Captions marked for the target's clip (``same`` [B, C] bool: the same text, or the
+    same clip) other than the target itself are left out: they are not negatives. Every other
+    caption is one, so a clip must fit its caption better than the captions that differ from
+    it in one word only, not just better than one random caption."""
     logits = feat.float() @ text.float().t()                                   # [N, B]
     rows = torch.arange(owner.shape[0], device=owner.device)
     drop = same[owner].clone()

@@ -16,7 +16,8 @@ Per step (``batch_size`` clips):
    R1 on the reals every ``r1_every`` steps (lazy, scaled up by it); with ``contrastive`` > 0,
    also the image-caption contrastive loss over the batch (:func:`.losses.contrastive_loss`:
    every other caption of the batch is a negative, for D on the real clips and for G on its
-   own), which the projection discriminators compute from the features they already have;
+   own; with ``contrastive_bank`` > 0, also that many captions of random data clips, drawn
+   each step), which the projection discriminators compute from the features they already have;
    with ``speed_negatives`` > 0, the real clips of the step played at twice or half their
    speed (another stride, shown with the true stride's times) count as fakes for the video
    discriminator under their own caption, so it must judge the speed its caption and the
@@ -139,6 +140,8 @@ class AdversarialConfig(Settings):
     matching: bool = flag(True, "real clips with another clip's caption count as fakes")
     contrastive: float = bounded(0.0, 0.0, MAX_WEIGHT, "weight of the image-caption "
                                  "contrastive loss over the batch (0: off)")
+    contrastive_bank: int = bounded(0, 0, 65_536, "contrastive: this many more captions of "
+                                    "random data clips as negatives each step (0: the batch's only)")
     speed_negatives: float = bounded(0.0, 0.0, MAX_WEIGHT, "weight of real clips played at "
                                      "twice or half their speed, as fakes for the video "
                                      "discriminator (0: off)")
@@ -625,7 +628,7 @@ class AdversarialTrainer:
         cfg, device = self.cfg, self.device
         G, FD, VD = self.G, self.FD, self.VD
         b = cfg.batch_size
-        clips, captions = self.data.sample(self.rng, b)
+        clip_ids, clips, captions = self.data.draw(self.rng, b)
         frame_idx, rel, steps, starts = self.plan(b)
         real = _to_float(np.asarray(clips)[:, frame_idx.numpy()]).to(device)   # [B, Tc, 3, R, R]
         tokens = self.tokens(list(captions)).to(device)
@@ -648,8 +651,15 @@ class AdversarialTrainer:
                 speed = _to_float(np.asarray(clips)[:, warp_idx.numpy()]).to(device)
                 speed_moving = moving_clips(speed)
         contrast = cfg.contrastive > 0 and b > 1
-        if contrast:        # which captions of the batch are the same text (not negatives)
-            same = (tokens[:, None] == tokens[None]).flatten(2).all(dim=2)           # [B, B]
+        if contrast:
+            # Negatives: the batch's captions, then (contrastive_bank) captions of random data
+            # clips; any of the same clip or the same text as a clip's own is not one of its.
+            ids, columns = torch.from_numpy(clip_ids), tokens
+            if cfg.contrastive_bank > 0:
+                bank_ids, bank_captions = self.data.draw_captions(self.rng, cfg.contrastive_bank)
+                ids = torch.cat([ids, torch.from_numpy(bank_ids)])
+                columns = torch.cat([tokens, self.tokens(bank_captions).to(device)])
+            same = not_negatives(tokens, columns, ids.to(device))               # [B, B + bank]
             owner_v = torch.arange(b, device=device)
             owner_f = owner_v.repeat_interleave(tc)
 
@@ -668,8 +678,8 @@ class AdversarialTrainer:
                       + g_loss(VD.project(v_feat, v_text)))
             if contrast:
                 loss_g = loss_g + cfg.contrastive * (
-                    contrastive_loss(f_feat, f_text, owner_f, same)
-                    + contrastive_loss(v_feat, v_text, owner_v, same))
+                    contrastive_loss(f_feat, FD.caption(columns), owner_f, same)
+                    + contrastive_loss(v_feat, VD.caption(columns), owner_v, same))
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -697,8 +707,8 @@ class AdversarialTrainer:
                 loss_d = d_loss(fr, ff) + d_loss(vr, vf)
             if contrast:
                 loss_d = loss_d + cfg.contrastive * (
-                    contrastive_loss(fr_feat, f_text, owner_f, same)
-                    + contrastive_loss(vr_feat, v_text, owner_v, same))
+                    contrastive_loss(fr_feat, FD.caption(columns), owner_f, same)
+                    + contrastive_loss(vr_feat, VD.caption(columns), owner_v, same))
             if speed is not None:
                 vs = VD.project(VD.features(VD.prepare(aug(speed, aug_real), times)), v_text)
                 moving = speed_moving.to(vs.dtype)
@@ -720,6 +730,15 @@ class AdversarialTrainer:
         if do_r1:
             out["r1"] = float(r1.detach())
         return out
+
+
+def not_negatives(tokens: torch.Tensor, columns: torch.Tensor, clip_ids: torch.Tensor) -> torch.Tensor:
+    """Which contrastive captions are no negatives of which batch clip: [B, C] bool, true where
+    caption column j (``columns`` [C, ...], the batch's B ``tokens`` first) is the same text
+    as clip i's own, or a caption of the same data clip (``clip_ids`` [C], int64)."""
+    b = tokens.shape[0]
+    return ((tokens[:, None] == columns[None]).flatten(2).all(dim=2)
+            | (clip_ids[:b, None] == clip_ids[None]))
 
 
 def text_of(config) -> str:
@@ -877,4 +896,5 @@ def _train_steps(tr: AdversarialTrainer, cfg: AdversarialConfig, run: runs.Run, 
 
 __all__ = ["DEFAULT_STEPS", "AdversarialConfig", "AdversarialTrainer", "CaptionTokens",
            "TrainInterrupted", "build_config", "is_adversarial_config", "learned_vocabulary",
-           "model_config", "resumable_config", "sample_prompts", "train", "write_samples"]
+           "model_config", "not_negatives", "resumable_config", "sample_prompts", "train",
+           "write_samples"]
