@@ -50,7 +50,8 @@ def perturb(g) -> None:
 
 # Each architecture's tiny preset, and variants of it named "ARCH/VARIANT": config overrides.
 VARIANTS = {"stylegan-v/features": ("stylegan-v", {"time_modulation": "features"}),
-            "stylegan-v/deep": ("stylegan-v", {"block_convs": 2})}
+            "stylegan-v/deep": ("stylegan-v", {"block_convs": 2}),
+            "stylegan-v/coords": ("stylegan-v", {"coordinates": "absolute", "block_convs": 2})}
 MODELS = ARCHS + list(VARIANTS)
 
 
@@ -293,6 +294,44 @@ def test_stylegan_block_convs_adds_modulated_convs_at_each_resolution():
         torch.testing.assert_close(two.synthesize(w, feats), torch.tanh(two.to_rgb(x, style)))
     with pytest.raises(ConfigError, match="block_convs"):
         init_config("stylegan-v", "tiny", {"block_convs": 5})
+
+
+def test_stylegan_coordinates_add_a_conv_of_the_pixel_coordinates_to_every_3x3_conv():
+    """coordinates absolute: each ModulatedConv and ModulatedUpConv adds coord(x, y, |x|, |y|,
+    r) about the frame centre before its activation (checked against a hand-written layer);
+    the only new parameters are those 1x1 convs ("none" weights load unchanged), and with them
+    at zero the frames are those of the same weights without coordinates."""
+    from t2v_rt.models.stylegan_v.generator import SQRT2
+
+    xy, plain = tiny("stylegan-v/coords"), tiny("stylegan-v/deep")
+    extra = set(xy.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.endswith(".coord.weight") for k in extra)
+    assert not set(plain.state_dict()) - set(xy.state_dict())
+    convs = [xy.conv4, *xy.blocks, *(c for cs in xy.refine for c in cs)]
+    assert {f"{n}.coord.weight" for n, m in xy.named_modules() if m in convs} == extra
+    block = xy.blocks[1]
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, block.weight.shape[1], 8, 8, generator=g)
+    style = torch.randn(2, block.affine.in_features, generator=g)
+    with torch.no_grad():
+        s = block.affine(style)
+        y = F.conv2d(F.interpolate(x * s[:, :, None, None], scale_factor=2), block.weight, padding=1)
+        y = y * block.demodulation(s)[:, :, None, None]
+        y = y + block.noise * block.noise_strength[None, :, None, None] + block.bias[None, :, None, None]
+        c = (torch.arange(16) + 0.5) / 16 * 2 - 1
+        gx, gy = c.view(1, 16).expand(16, 16), c.view(16, 1).expand(16, 16)
+        grid = torch.stack([gx, gy, gx.abs(), gy.abs(), (gx * gx + gy * gy + 1e-8).sqrt()])
+        y = y + torch.einsum("kc,chw->khw", block.coord.weight[:, :, 0, 0], grid)
+        torch.testing.assert_close(block(x, style), F.leaky_relu(y, 0.2) * SQRT2)
+        for conv in convs:
+            conv.coord.weight.zero_()
+        plain.load_state_dict({k: v for k, v in xy.state_dict().items() if k not in extra})
+        tokens = prompts_tokens(xy, random_prompts(xy, 2, 5))
+        w = xy.style(tokens, torch.randn(2, xy.config.latent_dim, generator=g))
+        feats = torch.randn(2, xy.config.feature_dim, generator=g)
+        torch.testing.assert_close(xy.synthesize(w, feats), plain.synthesize(w, feats))
+    with pytest.raises(ConfigError, match="coordinates"):
+        init_config("stylegan-v", "tiny", {"coordinates": "relative"})
 
 
 @pytest.mark.parametrize("name", ARCHS)

@@ -381,6 +381,24 @@ def test_stylegan_with_more_convs_per_block_fuses_the_upsampling_ones_and_matche
                                atol=2e-2 if GPU else ATOL, rtol=0)
 
 
+def test_stylegan_with_coordinates_fuses_the_coordinate_term_and_matches_torch():
+    """``coordinates`` absolute: every upsampling block's 1x1 conv of the pixel coordinates
+    (about the frame centre, a constant pose) joins the kernel's epilogue, and the frames match
+    the torch backend's (the 4x4 and extra convs, with their coordinate terms, stay in PyTorch)."""
+    g = _randomised("stylegan-v", {"coordinates": "absolute", "block_convs": 2})
+    report = plan(g)
+    blocks = len(g.config.channels) - 1
+    assert report.fused == blocks and report.found == 1 + 2 * blocks, report.lines()
+    assert all(b.pattern == "mod+upsample3x3+demod+noise+bias+coord+leaky_relu+gain"
+               for b in report.blocks if b.fused), report.lines()
+    triton_be = TritonBackend(generator=copy.deepcopy(g))
+    torch_be = TorchBackend(generator=copy.deepcopy(g), device=triton_be.device)
+    w, features = sample_inputs(g.to(triton_be.device), 2, seed=29)
+    torch.testing.assert_close(triton_be.frames(w, features).cpu(),
+                               torch_be.frames(w, features).cpu(),
+                               atol=2e-2 if GPU else ATOL, rtol=0)
+
+
 def test_plan_reports_without_running_the_kernels():
     report = plan(_randomised("stylegan-v"))
     assert report.fused == report.found - 1

@@ -22,7 +22,7 @@ from test_cli import assert_one_clean_line, decode, run
 ROOT = Path(__file__).resolve().parent.parent
 ARCHS = sorted(BUILTIN)
 # Each built-in's tiny preset, and variants "ARCH/VARIANT": init-model --set overrides.
-VARIANTS = {"stylegan-v/deep": ("stylegan-v", ["block_convs=2"])}
+VARIANTS = {"stylegan-v/deep-xy": ("stylegan-v", ["block_convs=2", "coordinates=absolute"])}
 MODELS = ARCHS + list(VARIANTS)
 PROMPTS = {"shapes": "a red circle moving left and right", "mocogan": "a red ball moving left",
            "stylegan-v": "a blue square on a white background"}
@@ -42,7 +42,8 @@ def tiny(tmp_path_factory):
         assert proc.returncode == 0, proc.stderr.decode()
         assert "randomly initialised" in proc.stderr.decode()
         out[name] = path
-    assert read_config(out["stylegan-v/deep"]).block_convs == 2
+    cfg = read_config(out["stylegan-v/deep-xy"])
+    assert cfg.block_convs == 2 and cfg.coordinates == "absolute"
     return out
 
 

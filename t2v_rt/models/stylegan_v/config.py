@@ -55,6 +55,9 @@ class StyleganVConfig(GeneratorConfig):
     block_convs: int = bounded(1, 1, 4, "3x3 modulated convs at each resolution above 4x4: the "
                                "upsampling one, then block_convs - 1 more at that resolution "
                                "(StyleGAN2: 2)")
+    coordinates: str = bounded("none", 0, 0, "every 3x3 modulated conv also adds a learned "
+                               "1x1 conv of each pixel's coordinates (absolute: CoordConv) "
+                               "before its activation", choices=("none", "absolute"))
 
     def check(self) -> None:
         r = self.resolution

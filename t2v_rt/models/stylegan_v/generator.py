@@ -44,7 +44,16 @@ which a fusion pass recognises (``ModulatedUpConv.forward``)::
     x = x * d[:, :, None, None]
     x = x + noise * noise_strength[None, :, None, None]     # noise: buffer [1, 1, H, W]
     x = x + bias[None, :, None, None]
+    x = x + coord(coordinate_features(centre, H, W))        # coordinates "absolute" only
     x = F.leaky_relu(x, 0.2) * sqrt(2)
+
+With ``coordinates`` "absolute", every 3x3 modulated conv adds that learned 1x1 conv of the
+pixel coordinates about the frame centre (x, y, |x|, |y|, r; CoordConv, Liu et al. 2018, as
+CIPS and INR-GAN feed coordinates to every layer): the next layer's modulation then weighs
+ramps of x and y per video and frame, so drawing an edge at a position the style names is a
+threshold of a modulated ramp, not a pattern the convs must build from the 4x4 constant
+through nearest upsampling (where edges come out soft and corners round). The fusion pass
+maps the term onto the kernel's coordinate epilogue (a constant pose: the centre).
 
 The equalised-learning-rate gain 1 / sqrt(fan_in) is folded into the stored weights (drawn
 N(0, 1 / fan_in)), so the forward has no extra scale. Noise is a fixed buffer per layer (saved
@@ -66,6 +75,7 @@ from t2v_rt.generators.layers import linear as _linear
 from t2v_rt.generators.layers import masked_mean
 from t2v_rt.generators.layers import normal_ as _normal_
 from t2v_rt.generators.layers import randn as _randn
+from t2v_rt.generators.ops import COORD_FEATURES, coordinate_features
 from t2v_rt.models.stylegan_v.config import StyleganVConfig
 
 SQRT2 = math.sqrt(2.0)
@@ -149,12 +159,25 @@ class _Modulated(nn.Module):
 
 class _Noisy(_Modulated):
     """Adds the fixed per-layer noise: ``noise`` buffer [1, 1, size, size] and its learned
-    per-channel strength ``noise_strength`` [Cout] (0 at init)."""
+    per-channel strength ``noise_strength`` [Cout] (0 at init); with ``coordinates``, also
+    ``coord``, a 1x1 conv (no bias, [Cout, 5, 1, 1]) of the pixel coordinates
+    (:func:`~t2v_rt.generators.ops.coordinate_features` about the frame centre: x, y, |x|,
+    |y|, r), the term :meth:`position` adds before the activation."""
 
-    def __init__(self, cin: int, cout: int, style_dim: int, size: int):
+    def __init__(self, cin: int, cout: int, style_dim: int, size: int, coordinates: bool = False):
         super().__init__(cin, cout, style_dim, 3)
         self.register_buffer("noise", _randn(1, 1, size, size))
         self.noise_strength = nn.Parameter(torch.zeros(cout))
+        self.coord = None
+        if coordinates:
+            self.coord = nn.Conv2d(COORD_FEATURES, cout, 1, bias=False)
+            _normal_(self.coord.weight, 1 / math.sqrt(COORD_FEATURES))
+            # The frame centre as a pose of every sample: a constant, not saved.
+            self.register_buffer("centre", torch.zeros(1, 2), persistent=False)
+
+    def position(self, x):
+        """x [N, Cout, H, W] plus the coordinate term (``coord`` of the pixel coordinates)."""
+        return x + self.coord(coordinate_features(self.centre, x.shape[-2], x.shape[-1]))
 
 
 class ModulatedConv(_Noisy):
@@ -170,6 +193,8 @@ class ModulatedConv(_Noisy):
         x = x * d[:, :, None, None]
         x = x + self.noise * self.noise_strength[None, :, None, None]
         x = x + self.bias[None, :, None, None]
+        if self.coord is not None:
+            x = self.position(x)
         return F.leaky_relu(x, 0.2) * SQRT2
 
 
@@ -187,6 +212,8 @@ class ModulatedUpConv(_Noisy):
         x = x * d[:, :, None, None]
         x = x + self.noise * self.noise_strength[None, :, None, None]
         x = x + self.bias[None, :, None, None]
+        if self.coord is not None:
+            x = self.position(x)
         return F.leaky_relu(x, 0.2) * SQRT2
 
 
@@ -221,13 +248,14 @@ class StyleganVGenerator(VideoGenerator):
         self.motion = MotionNetwork(cfg.feature_dim, cfg.motion_dim)
         sd, ch = cfg.w_dim + cfg.motion_dim, cfg.channels
         self.const = nn.Parameter(_randn(ch[0], 4, 4))
-        self.conv4 = ModulatedConv(ch[0], ch[0], sd, 4)
-        self.blocks = nn.ModuleList(ModulatedUpConv(ch[i - 1], ch[i], sd, 4 * 2**i)
+        xy = cfg.coordinates == "absolute"
+        self.conv4 = ModulatedConv(ch[0], ch[0], sd, 4, xy)
+        self.blocks = nn.ModuleList(ModulatedUpConv(ch[i - 1], ch[i], sd, 4 * 2**i, xy)
                                     for i in range(1, len(ch)))
         # block_convs - 1 more ModulatedConvs after each block, at its resolution (empty lists
         # at 1: the state dict of a one-conv generator is unchanged).
         self.refine = nn.ModuleList(
-            nn.ModuleList(ModulatedConv(ch[i], ch[i], sd, 4 * 2**i)
+            nn.ModuleList(ModulatedConv(ch[i], ch[i], sd, 4 * 2**i, xy)
                           for _ in range(cfg.block_convs - 1))
             for i in range(1, len(ch)))
         self.to_rgb = ToRGB(ch[-1], sd)

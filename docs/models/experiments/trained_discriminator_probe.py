@@ -1,0 +1,73 @@
+"""How shape- and speed-aware a training run's discriminators are at one of its checkpoints
+(docs/models/stylegan-v-shapes.md, "A caption bank for shape"), and whether its generator
+fits its captions in their eyes.
+
+On real data clips (16 a batch, the run's own clip length and stride): the share whose true
+caption scores above the same caption with its shape word swapped (frame discriminator,
+first frame) or its speed word swapped (video discriminator); the same on the EMA
+generator's clips of those captions (random z), which measures how well the generator fools
+each discriminator's caption projection, not how well it draws. Swaps as in
+discriminator_probe.py. No training; one thread, about 30 s for 20 batches on the 2-core CPU.
+
+    python docs/models/experiments/trained_discriminator_probe.py RUN/checkpoint-N.safetensors
+        [--batches 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from discriminator_probe import SHAPES, SPEED, swap  # noqa: E402
+
+from t2v_rt.training.trainer import AdversarialTrainer, _to_float, build_config  # noqa: E402
+
+
+@torch.no_grad()
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("--batches", type=int, default=20)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    ck = Path(args.checkpoint)
+    cfg = build_config(None, {}, [], resume=str(ck.parent)).validate()
+    tr = AdversarialTrainer.create(cfg)
+    step = tr.load(load_file(str(ck)))
+    tr.rng, rnd = np.random.default_rng(123), random.Random(0)
+    tr.gen.manual_seed(123)
+    acc: dict[str, list[float]] = {}
+    for _ in range(args.batches):
+        clips, caps = tr.data.sample(tr.rng, 16)
+        idx, rel, steps, starts = tr.plan(16)
+        real = _to_float(np.asarray(clips)[:, idx.numpy()])
+        times = rel.float().expand(16, -1)
+        z = torch.randn(16, tr.config.latent_dim, generator=tr.gen)
+        tr.G, fake = tr.G_ema, None
+        fake = tr.fake(tr.tokens(list(caps)), z, rel, steps, starts).float()
+        for kind, table in (("shape", SHAPES), ("speed", SPEED)):
+            pairs = [(i, s) for i, s in ((i, swap(c, table, rnd)) for i, c in enumerate(caps)) if s]
+            if not pairs:
+                continue
+            keep = torch.tensor([i for i, _ in pairs])
+            true, wrong = tr.tokens([caps[i] for i, _ in pairs]), tr.tokens([s for _, s in pairs])
+            D = tr.FD if kind == "shape" else tr.VD
+            for source, x in (("real", real), ("generated", fake)):
+                inp = (D.prepare(x[keep, 0]) if kind == "shape"
+                       else D.prepare(x[keep], times[keep]))
+                feat = D.features(inp)
+                right = D.project(feat, D.caption(true)) > D.project(feat, D.caption(wrong))
+                acc.setdefault(f"{kind} {source}", []).extend(right.float().tolist())
+    print(f"{ck} (step {step}): " + ", ".join(
+        f"{k} {np.mean(v):.3f} (n={len(v)})" for k, v in acc.items()))
+
+
+if __name__ == "__main__":
+    main()
