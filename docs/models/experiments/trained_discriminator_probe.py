@@ -43,6 +43,7 @@ def main() -> None:
     step = tr.load(load_file(str(ck)))
     tr.rng, rnd = np.random.default_rng(123), random.Random(0)
     tr.gen.manual_seed(123)
+    tr.G = tr.G_ema                     # the generator a run exports and samples
     acc: dict[str, list[float]] = {}
     for _ in range(args.batches):
         clips, caps = tr.data.sample(tr.rng, 16)
@@ -50,7 +51,6 @@ def main() -> None:
         real = _to_float(np.asarray(clips)[:, idx.numpy()])
         times = rel.float().expand(16, -1)
         z = torch.randn(16, tr.config.latent_dim, generator=tr.gen)
-        tr.G, fake = tr.G_ema, None
         fake = tr.fake(tr.tokens(list(caps)), z, rel, steps, starts).float()
         for kind, table in (("shape", SHAPES), ("speed", SPEED)):
             pairs = [(i, s) for i, s in ((i, swap(c, table, rnd)) for i, c in enumerate(caps)) if s]
