@@ -54,7 +54,7 @@ def contrastive_loss(feat: torch.Tensor, text: torch.Tensor, owner: torch.Tensor
     same clip) other than the target itself are left out: they are not negatives. Every other
     caption is one, so a clip must fit its caption better than the captions that differ from
     it in one word only, not just better than one random caption."""
-    logits = feat.float() @ text.float().t()                                   # [N, B]
+    logits = feat.float() @ text.float().t()                                   # [N, C]
     rows = torch.arange(owner.shape[0], device=owner.device)
     drop = same[owner].clone()
     drop[rows, owner] = False
