@@ -363,6 +363,16 @@ def test_every_architecture_fuses_and_matches_the_torch_backend(name):
         torch.testing.assert_close(triton_be.step(w, s1)[1], torch_be.step(w, s2)[1])
 
 
+def _assert_triton_matches_torch(g, seed: int) -> None:
+    """The triton backend's frames against the torch backend's, on fresh random inputs."""
+    triton_be = TritonBackend(generator=copy.deepcopy(g))
+    torch_be = TorchBackend(generator=copy.deepcopy(g), device=triton_be.device)
+    w, features = sample_inputs(g.to(triton_be.device), 2, seed=seed)
+    torch.testing.assert_close(triton_be.frames(w, features).cpu(),
+                               torch_be.frames(w, features).cpu(),
+                               atol=2e-2 if GPU else ATOL, rtol=0)
+
+
 def test_stylegan_with_more_convs_per_block_fuses_the_upsampling_ones_and_matches_torch():
     """``block_convs`` 2: the ModulatedConvs after each upsampling block are left to eager
     PyTorch (no x2 upsample to fuse), the blocks still fuse, and the frames match."""
@@ -373,12 +383,7 @@ def test_stylegan_with_more_convs_per_block_fuses_the_upsampling_ones_and_matche
     left = [b for b in report.blocks if not b.fused]
     assert {b.name.split(":")[0].split(".")[0] for b in left} == {"conv4", "refine"}, report.lines()
     assert all("no x2 upsample" in b.reason for b in left)
-    triton_be = TritonBackend(generator=copy.deepcopy(g))
-    torch_be = TorchBackend(generator=copy.deepcopy(g), device=triton_be.device)
-    w, features = sample_inputs(g.to(triton_be.device), 2, seed=23)
-    torch.testing.assert_close(triton_be.frames(w, features).cpu(),
-                               torch_be.frames(w, features).cpu(),
-                               atol=2e-2 if GPU else ATOL, rtol=0)
+    _assert_triton_matches_torch(g, seed=23)
 
 
 def test_stylegan_with_coordinates_fuses_the_coordinate_term_and_matches_torch():
@@ -391,12 +396,7 @@ def test_stylegan_with_coordinates_fuses_the_coordinate_term_and_matches_torch()
     assert report.fused == blocks and report.found == 1 + 2 * blocks, report.lines()
     assert all(b.pattern == "mod+upsample3x3+demod+noise+bias+coord+leaky_relu+gain"
                for b in report.blocks if b.fused), report.lines()
-    triton_be = TritonBackend(generator=copy.deepcopy(g))
-    torch_be = TorchBackend(generator=copy.deepcopy(g), device=triton_be.device)
-    w, features = sample_inputs(g.to(triton_be.device), 2, seed=29)
-    torch.testing.assert_close(triton_be.frames(w, features).cpu(),
-                               torch_be.frames(w, features).cpu(),
-                               atol=2e-2 if GPU else ATOL, rtol=0)
+    _assert_triton_matches_torch(g, seed=29)
 
 
 def test_plan_reports_without_running_the_kernels():
