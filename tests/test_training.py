@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -119,7 +120,7 @@ def _data_gap(tr: AdversarialTrainer, ts) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("arch,extra", [(a, {}) for a in ARCHS] + [
     ("stylegan-v", {"contrastive": 1.0, "contrastive_bank": 16, "speed_negatives": 0.5,
-                    "model": {"time_modulation": "features"}})])
+                    "minimal_pairs": 1.0, "model": {"time_modulation": "features"}})])
 def test_resume_continues_bit_for_bit(tmp_path, dataset, arch, extra):
     whole = train(settings(tmp_path / "a", dataset, arch=arch, steps=8, log_every=1,
                            checkpoint_every=4, **extra), data=dataset[2])
@@ -407,6 +408,81 @@ def test_contrastive_training_makes_real_clips_fit_their_own_captions(tmp_path, 
         assert all(np.isfinite(v) for row in rows for v in row.values())
         after[weight] = _own_caption_loss(tr, dataset[2])
     assert after[1.0] < 0.75 * before and after[1.0] < after[0.0] - 0.15, (before, after)
+
+
+def _colour_shape_set(folder, ts):
+    """The data clips with one caption each, "a COLOUR SHAPE", written from the renderer's
+    ground truth (meta.json; for this test only): many clips share all but one word."""
+    import dataclasses
+
+    meta = {c["video"]: c for c in json.loads((folder / "meta.json").read_text())["clips"]}
+    captions = [[f"a {meta[v]['colour']} {meta[v]['shape']}"] for v in ts.videos]
+    words = [w for w, _ in Counter(w for c in captions for w in c[0].split()).most_common()]
+    return dataclasses.replace(ts, captions=captions, vocabulary=words)
+
+
+def test_a_step_scores_each_real_clip_under_a_minimal_pair_of_its_caption(tmp_path, dataset,
+                                                                        monkeypatch):
+    """With minimal_pairs: one caption per clip drawn from the data's minimal pairs (another
+    clip's, one word different); both discriminators score the real clips under it, as fakes
+    only where the clip has one; with contrastive, those captions are extra negative columns
+    (with their clips' ids). The draws come from the trainer's numpy generator in that order."""
+    import copy
+
+    from t2v_rt.training import trainer as T
+
+    import dataclasses
+
+    ts = _colour_shape_set(dataset[0], dataset[2])
+    # every other clip's caption made one of a kind (a length no other caption has)
+    ts = dataclasses.replace(ts, captions=[c if i % 2 == 0 else [c[0] + " very" * (i + 1)]
+                                           for i, c in enumerate(ts.captions)])
+    cfg = settings(tmp_path, dataset, arch="stylegan-v", minimal_pairs=2.0, contrastive=1.0,
+                   d_width=8, d_dim=16)
+    tr = AdversarialTrainer.create(cfg.validate(), ts)
+    assert len(tr.pairs) >= 8 and not tr.pairs.paraphrases
+    rng = copy.deepcopy(tr.rng)
+    clip_ids, _, captions = ts.draw(rng, cfg.batch_size)
+    pair_ids, pair_texts, has = tr.pairs.draw(rng, captions)
+    assert has.any() and not has.all()
+    for i in np.flatnonzero(has):
+        own, other = captions[i].split(), pair_texts[i].split()
+        assert pair_ids[i] != clip_ids[i] and pair_texts[i] in ts.captions[pair_ids[i]]
+        assert sum(x != y for x, y in zip(own, other)) == 1
+    negatives, columns = [], []
+    real_negatives, real_contrastive = T.negatives_loss, T.contrastive_loss
+
+    def spy_negatives(logits, mask):
+        negatives.append((logits.detach().clone(), mask.clone()))
+        return real_negatives(logits, mask)
+
+    def spy_contrastive(feat, text, owner, same):
+        columns.append((text.shape[0], same.clone()))
+        return real_contrastive(feat, text, owner, same)
+
+    monkeypatch.setattr(T, "negatives_loss", spy_negatives)
+    monkeypatch.setattr(T, "contrastive_loss", spy_contrastive)
+    row = tr.step(1)
+    assert all(np.isfinite(v) for v in row.values())
+    assert len(negatives) == 2                           # frame, then video discriminator
+    (frame_logits, frame_mask), (video_logits, video_mask) = negatives
+    assert frame_mask.tolist() == np.repeat(has, cfg.clip_frames).tolist()
+    assert video_mask.tolist() == has.tolist()
+    assert frame_logits.shape == (cfg.batch_size * cfg.clip_frames,)
+    assert video_logits.shape == (cfg.batch_size,)
+    b, extra = cfg.batch_size, int(has.sum())
+    assert len(columns) == 4 and all(n == b + extra for n, _ in columns)   # G's 2, then D's 2
+    same = columns[0][1]
+    pair_cols = {int(k): b + j for j, k in enumerate(np.flatnonzero(has))}
+    for i, col in pair_cols.items():
+        assert not same[i, col]                          # its own minimal pair: a negative
+    # with the setting off, no pairs are built or drawn, and the draws are those of before
+    off = AdversarialTrainer.create(settings(tmp_path / "off", dataset, arch="stylegan-v",
+                                             contrastive=1.0, d_width=8, d_dim=16).validate(), ts)
+    assert off.pairs is None
+    negatives.clear()
+    off.step(1)
+    assert negatives == []
 
 
 def test_speed_negatives_are_the_same_clips_at_twice_or_half_the_speed(tmp_path, dataset):

@@ -38,6 +38,13 @@ def d_loss(real: torch.Tensor, fake: torch.Tensor, mismatched: torch.Tensor | No
     return loss + 0.5 * F.softplus(fake).mean() + 0.5 * m
 
 
+def negatives_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Discriminator loss of extra fakes (real clips under a wrong caption, or played at a wrong
+    speed): the mean of softplus(logit) over the rows ``mask`` [N] (bool) keeps; 0 if none."""
+    w = mask.to(logits.dtype)
+    return (F.softplus(logits) * w).sum() / w.sum().clamp(min=1.0)
+
+
 def g_loss(fake: torch.Tensor) -> torch.Tensor:
     """Non-saturating generator loss: -log sigmoid(D(G(z)))."""
     return F.softplus(-fake).mean()
@@ -119,4 +126,5 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
         be.copy_(b)
 
 
-__all__ = ["augment", "augment_params", "contrastive_loss", "d_loss", "ema_beta", "ema_update", "g_loss", "r1_penalty"]
+__all__ = ["augment", "augment_params", "contrastive_loss", "d_loss", "ema_beta", "ema_update", "g_loss",
+           "negatives_loss", "r1_penalty"]

@@ -17,7 +17,10 @@ Per step (``batch_size`` clips):
    also the image-caption contrastive loss over the batch (:func:`.losses.contrastive_loss`:
    every other caption of the batch is a negative, for D on the real clips and for G on its
    own; with ``contrastive_bank`` > 0, also that many captions of random data clips, drawn
-   each step), which the projection discriminators compute from the features they already have;
+   each step; with ``minimal_pairs`` > 0, also a caption of another clip that differs from
+   each clip's own in one word, :mod:`.negatives`), which the projection discriminators
+   compute from the features they already have; with ``minimal_pairs`` > 0, each real clip
+   under that one-word-different caption is also a fake for both discriminators;
    with ``speed_negatives`` > 0, the real clips of the step played at twice or half their
    speed (another stride, shown with the true stride's times) count as fakes for the video
    discriminator under their own caption, so it must judge the speed its caption and the
@@ -66,8 +69,10 @@ from t2v_rt.training.losses import (
     ema_beta,
     ema_update,
     g_loss,
+    negatives_loss,
     r1_penalty,
 )
+from t2v_rt.training.negatives import MinimalPairs
 from t2v_rt.training.runs import MAX_STEPS, TrainInterrupted, log
 from t2v_rt.training.settings import (
     NAME_RE,
@@ -142,6 +147,9 @@ class AdversarialConfig(Settings):
                                  "contrastive loss over the batch (0: off)")
     contrastive_bank: int = bounded(0, 0, 65_536, "contrastive: this many more captions of "
                                     "random data clips as negatives each step (0: the batch's only)")
+    minimal_pairs: float = bounded(0.0, 0.0, MAX_WEIGHT, "weight of minimal-pair negatives: "
+                                   "each real clip under another clip's caption that differs "
+                                   "from its own in one word (0: off)")
     speed_negatives: float = bounded(0.0, 0.0, MAX_WEIGHT, "weight of real clips played at "
                                      "twice or half their speed, as fakes for the video "
                                      "discriminator (0: off)")
@@ -481,6 +489,7 @@ class AdversarialTrainer:
     tokens: CaptionTokens
     gen: torch.Generator                 # every torch draw of the schedule (CPU)
     rng: np.random.Generator             # the data's draws
+    pairs: MinimalPairs | None = None    # minimal-pair captions (minimal_pairs > 0)
 
     @classmethod
     def create(cls, cfg: AdversarialConfig, data=None) -> AdversarialTrainer:
@@ -526,8 +535,13 @@ class AdversarialTrainer:
                                  betas=(0.0, 0.99), eps=1e-8)
         gen = torch.Generator().manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
+        pairs = None
+        if cfg.minimal_pairs > 0:
+            pairs = MinimalPairs(ts.captions)
+            log(f"minimal pairs: {len(pairs)} caption texts have a caption of another clip that "
+                "differs in one word")
         return cls(cfg, device, ts, G, G_ema, FD, VD, opt_g, opt_d,
-                   CaptionTokens(front), gen, rng)
+                   CaptionTokens(front), gen, rng, pairs)
 
     @property
     def config(self):
@@ -650,15 +664,26 @@ class AdversarialTrainer:
             if warp_idx is not None:
                 speed = _to_float(np.asarray(clips)[:, warp_idx.numpy()]).to(device)
                 speed_moving = moving_clips(speed)
+        pairs = None
+        if cfg.minimal_pairs > 0 and self.pairs is not None:
+            # Each clip's caption with one word changed, from another clip (.negatives).
+            pair_ids, pair_captions, has = self.pairs.draw(self.rng, list(captions))
+            if has.any():
+                pairs = torch.from_numpy(has).to(device)                        # [B] bool
+                pair_tokens = self.tokens(pair_captions).to(device)
         contrast = cfg.contrastive > 0 and b > 1
         if contrast:
             # Negatives: the batch's captions, then (contrastive_bank) captions of random data
-            # clips; any of the same clip or the same text as a clip's own is not one of its.
+            # clips, then the minimal pairs; any of the same clip or the same text as a clip's
+            # own is not one of its.
             ids, columns = torch.from_numpy(clip_ids), tokens
             if cfg.contrastive_bank > 0:
                 bank_ids, bank_captions = self.data.draw_captions(self.rng, cfg.contrastive_bank)
                 ids = torch.cat([ids, torch.from_numpy(bank_ids)])
-                columns = torch.cat([tokens, self.tokens(bank_captions).to(device)])
+                columns = torch.cat([columns, self.tokens(bank_captions).to(device)])
+            if pairs is not None:
+                ids = torch.cat([ids, torch.from_numpy(pair_ids[has])])
+                columns = torch.cat([columns, pair_tokens[pairs]])
             same = not_negatives(tokens, columns, ids.to(device))               # [B, B + bank]
             owner_v = torch.arange(b, device=device)
             owner_f = owner_v.repeat_interleave(tc)
@@ -711,9 +736,13 @@ class AdversarialTrainer:
                     + contrastive_loss(vr_feat, VD.caption(columns), owner_v, same))
             if speed is not None:
                 vs = VD.project(VD.features(VD.prepare(aug(speed, aug_real), times)), v_text)
-                moving = speed_moving.to(vs.dtype)
-                loss_d = loss_d + cfg.speed_negatives * (
-                    (torch.nn.functional.softplus(vs) * moving).sum() / moving.sum().clamp(min=1))
+                loss_d = loss_d + cfg.speed_negatives * negatives_loss(vs, speed_moving)
+            if pairs is not None:
+                # The real clips under a minimal pair of their caption: fakes for both.
+                fp = FD.project(fr_feat, rep(FD.caption(pair_tokens)))
+                vp = VD.project(vr_feat, VD.caption(pair_tokens))
+                loss_d = loss_d + cfg.minimal_pairs * (negatives_loss(fp, rep(pairs))
+                                                       + negatives_loss(vp, pairs))
         loss = loss_d
         r1 = torch.zeros(())
         if do_r1:
