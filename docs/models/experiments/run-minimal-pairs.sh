@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The runs of "Minimal pairs for shape" (docs/models/stylegan-v-shapes.md), and how the
+# shipped stylegan-v-shapes-minilm was made: the recipe of run-bank-coordinates.sh (fixed
+# stride 3 from the first step, MiniLM, contrastive=1, time_modulation=features,
+# speed_negatives=1, no augmentation, channels [64,64,32,32,16], coordinates=absolute), two
+# runs side by side on the 2-core CPU, one thread each:
+# 1. "xy": 90 minutes without minimal pairs (run-bank-coordinates.sh's coordinate run), then
+#    resumed for 29 minutes with --set minimal_pairs=1: 119 minutes of training in all. Its
+#    EMA generator is the shipped stylegan-v-shapes-minilm (step 9,250);
+# 2. "xymp": minimal_pairs=1 from the first step, 100 minutes.
+# Run from the repository root after pip install ".[pretrained,torch]" and
+# t2v-rt export-text-encoder.
+set -euo pipefail
+DATA=${DATA:-shapes5k-long}
+RUNS=${RUNS:-runs-minimal-pairs}
+test ! -e "$RUNS" || { echo "$RUNS exists; move it away first" >&2; exit 2; }
+test -e "$DATA" || t2v-rt dataset render-shapes "$DATA" --clips 5000 --seconds 2.4
+
+COMMON=(--data "$DATA" --arch stylegan-v --run-dir "$RUNS" --steps 100000
+        --set threads=1 --set latent_dim=32 --set text_dim=32
+        --set w_dim=64 --set motion_dim=32 --set lr_g=0.001 --set lr_d=0.001
+        --set frames=36 --set clip_frames=6 --set min_stride=3 --set max_stride=3
+        --set contrastive=1 --set time_modulation=features --set speed_negatives=1
+        --set augment=false --set text_encoder=all-MiniLM-L6-v2
+        --set 'channels=[64,64,32,32,16]' --set coordinates=absolute)
+t2v-rt train "${COMMON[@]}" --minutes 90 --set name=xy &
+t2v-rt train "${COMMON[@]}" --minutes 100 --set name=xymp --set minimal_pairs=1 &
+wait
+xy=$(ls -d "$RUNS"/*-xy)
+t2v-rt train --resume "$xy" --minutes 29 --steps 100000 --set minimal_pairs=1
+for run in "$xy" "$(ls -d "$RUNS"/*-xymp)"; do
+    t2v-rt eval --model "$run/generator.safetensors" --samples 300 --long-run 0 \
+        --backend torch --json "docs/models/experiments/eval-mp-$(basename "$run" | cut -d- -f2-).json"
+    python docs/models/experiments/speed_shape_probe.py "$run/generator.safetensors"
+    python docs/models/experiments/trained_discriminator_probe.py \
+        "$(ls "$run"/checkpoint-*.safetensors | tail -1)"
+done
+python docs/models/experiments/hard_negatives.py "$DATA"
+# Ship the first (docs/models/stylegan-v-shapes.md, "Reproduce"):
+# cp "$xy/generator.safetensors" t2v_rt/weights/stylegan-v-shapes-minilm.safetensors
+# cp "$xy/generator.json" t2v_rt/weights/stylegan-v-shapes-minilm.json
+# t2v-rt export-onnx --model stylegan-v-shapes-minilm --precision fp32 --force \
+#     --out t2v_rt/weights/stylegan-v-shapes-minilm-onnx
