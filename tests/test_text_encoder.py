@@ -257,6 +257,14 @@ def test_similarity_rankings(model, tok):
 @pytest.mark.slow
 def test_matches_sentence_transformers(files, model, tok, monkeypatch):
     """The package's own dependency, when importable: its pipeline is the definition."""
+    # The repository's top-level kernels/ (shipped as t2v_rt.kernels) is importable as
+    # "kernels" from a checkout, where it would shadow the Hugging Face "kernels" package that
+    # transformers imports when installed: import the pipeline with the checkout off the path.
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setattr(sys, "path", [p for p in sys.path
+                                      if Path(p or ".").resolve() != root])
+    if (getattr(sys.modules.get("kernels"), "__file__", None) or "").startswith(str(root)):
+        monkeypatch.delitem(sys.modules, "kernels")
     pytest.importorskip("sentence_transformers", reason="sentence-transformers is not installed")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")          # a local folder: never the network
     from sentence_transformers import SentenceTransformer

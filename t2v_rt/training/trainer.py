@@ -684,7 +684,7 @@ class AdversarialTrainer:
             if pairs is not None:
                 ids = torch.cat([ids, torch.from_numpy(pair_ids[has])])
                 columns = torch.cat([columns, pair_tokens[pairs]])
-            same = not_negatives(tokens, columns, ids.to(device))               # [B, B + bank]
+            same = not_negatives(tokens, columns, ids.to(device))               # [B, C]
             owner_v = torch.arange(b, device=device)
             owner_f = owner_v.repeat_interleave(tc)
 
