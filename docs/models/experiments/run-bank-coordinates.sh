@@ -14,16 +14,7 @@
 set -euo pipefail
 DATA=${DATA:-shapes5k-long}
 RUNS=${RUNS:-runs-bank-coordinates}
-test ! -e "$RUNS" || { echo "$RUNS exists; move it away first" >&2; exit 2; }
-test -e "$DATA" || t2v-rt dataset render-shapes "$DATA" --clips 5000 --seconds 2.4
-
-COMMON=(--data "$DATA" --arch stylegan-v --run-dir "$RUNS" --steps 100000
-        --set threads=1 --set latent_dim=32 --set text_dim=32
-        --set w_dim=64 --set motion_dim=32 --set lr_g=0.001 --set lr_d=0.001
-        --set frames=36 --set clip_frames=6 --set min_stride=3 --set max_stride=3
-        --set contrastive=1 --set time_modulation=features --set speed_negatives=1
-        --set augment=false --set text_encoder=all-MiniLM-L6-v2
-        --set 'channels=[64,64,32,32,16]')
+. "$(dirname "$0")/fixed-stride-recipe.sh"
 t2v-rt train "${COMMON[@]}" --minutes 35 --set contrastive_bank=1024 --set name=bankdeep \
     --set block_convs=2 &
 t2v-rt train "${COMMON[@]}" --minutes 35 --set contrastive_bank=1024 --set name=bank &
