@@ -61,6 +61,27 @@ def test_draw_gives_one_partner_per_caption_or_none_and_repeats_with_the_seed():
     assert abs(share - 2 / 3) < 0.04, counts
 
 
+def test_draw_many_gives_k_uniform_candidates_per_caption():
+    """draw_many: k partners per caption (with replacement, each uniform), row-major texts,
+    the caption itself and clip -1 where it has none; the same seed, the same draws."""
+    mp = MinimalPairs(TABLE)
+    captions = ["a red square moving left", "a green box", "a blue circle moving left"]
+    clips, texts, has = mp.draw_many(np.random.default_rng(0), captions, 4)
+    assert clips.shape == (3, 4) and len(texts) == 12
+    assert has.tolist() == [True, False, True]
+    assert clips[1].tolist() == [-1] * 4 and texts[4:8] == ["a green box"] * 4
+    assert all((0, t) == (int(c), t) and t == "a red circle moving left"
+               for c, t in zip(clips[2], texts[8:12]))
+    assert all((int(c), t) in mp.partners[captions[0]] for c, t in zip(clips[0], texts[:4]))
+    again = mp.draw_many(np.random.default_rng(0), captions, 4)
+    assert again[0].tolist() == clips.tolist() and again[1] == texts
+    rng = np.random.default_rng(1)
+    counts = Counter(t for _ in range(750) for t in mp.draw_many(rng, captions[:1], 4)[1])
+    assert abs(counts["a red ball moving left"] / 3000 - 2 / 3) < 0.04, counts
+    with pytest.raises(ValueError):
+        mp.draw_many(np.random.default_rng(0), captions, 0)
+
+
 def test_partners_are_capped_and_keep_every_differing_word():
     """A caption with hundreds of one-word neighbours keeps MAX_PARTNERS, taken evenly over
     the words that differ (so a rare substitution is not crowded out by a common one)."""

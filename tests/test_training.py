@@ -120,7 +120,8 @@ def _data_gap(tr: AdversarialTrainer, ts) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("arch,extra", [(a, {}) for a in ARCHS] + [
     ("stylegan-v", {"contrastive": 1.0, "contrastive_bank": 16, "speed_negatives": 0.5,
-                    "minimal_pairs": 1.0, "model": {"time_modulation": "features"}})])
+                    "minimal_pairs": 1.0, "minimal_pair_draws": 4,
+                    "model": {"time_modulation": "features"}})])
 def test_resume_continues_bit_for_bit(tmp_path, dataset, arch, extra):
     whole = train(settings(tmp_path / "a", dataset, arch=arch, steps=8, log_every=1,
                            checkpoint_every=4, **extra), data=dataset[2])
@@ -483,6 +484,86 @@ def test_a_step_scores_each_real_clip_under_a_minimal_pair_of_its_caption(tmp_pa
     negatives.clear()
     off.step(1)
     assert negatives == []
+
+
+def test_hardest_picks_the_candidate_with_the_largest_mean_projection():
+    from t2v_rt.training.trainer import hardest
+
+    g = torch.Generator().manual_seed(3)
+    feat, codes = torch.randn(5, 6, 16, generator=g), torch.randn(5 * 7, 16, generator=g)
+    codes.requires_grad_(True)
+    got = hardest(feat, codes)
+    scores = torch.einsum("btd,bkd->bk", feat, codes.detach().view(5, 7, 16))
+    want = codes.detach().view(5, 7, 16)[torch.arange(5), scores.argmax(1)]
+    assert torch.equal(got.detach(), want)
+    got.sum().backward()                                  # the gradient reaches the chosen rows
+    chosen = torch.zeros(5, 7, dtype=torch.bool)
+    chosen[torch.arange(5), scores.argmax(1)] = True
+    assert torch.equal(codes.grad.view(5, 7, 16).abs().sum(2) > 0, chosen)
+
+
+def test_hard_minimal_pairs_score_each_clip_under_its_discriminators_hardest_candidate(
+        tmp_path, dataset, monkeypatch):
+    """minimal_pair_draws k > 1: k candidates per clip drawn after the batch; each
+    discriminator's minimal-pair logits are the real clips under the candidate whose caption
+    code it scores highest (frame: mean over the clip's frames); the contrastive columns get
+    the first candidate of each clip that has one."""
+    import copy
+    import dataclasses
+
+    from t2v_rt.training import trainer as T
+
+    ts = _colour_shape_set(dataset[0], dataset[2])
+    ts = dataclasses.replace(ts, captions=[c if i % 2 == 0 else [c[0] + " very" * (i + 1)]
+                                           for i, c in enumerate(ts.captions)])
+    k = 5
+    cfg = settings(tmp_path, dataset, arch="stylegan-v", minimal_pairs=1.0, contrastive=1.0,
+                   minimal_pair_draws=k, d_width=8, d_dim=16)
+    tr = AdversarialTrainer.create(cfg.validate(), ts)
+    rng = copy.deepcopy(tr.rng)
+    clip_ids, _, captions = ts.draw(rng, cfg.batch_size)
+    cand_ids, cand_texts, has = tr.pairs.draw_many(rng, captions, k)
+    assert has.any() and not has.all()
+    picks, negatives, columns = [], [], []
+    real_hardest, real_negatives, real_contrastive = T.hardest, T.negatives_loss, T.contrastive_loss
+
+    def spy_hardest(feat, codes):
+        D = tr.FD if not picks else tr.VD                # frame, then video discriminator
+        with torch.no_grad():
+            want = D.caption(tr.tokens(cand_texts))
+        assert torch.allclose(codes, want)
+        out = real_hardest(feat, codes)
+        b = feat.shape[0]
+        scores = torch.einsum("btd,bkd->bk", feat.detach(), codes.detach().view(b, k, -1))
+        picks.append((feat.shape, scores.argmax(1)))
+        chosen = codes.detach().view(b, k, -1)[torch.arange(b), scores.argmax(1)]
+        assert torch.equal(out.detach(), chosen)
+        return out
+
+    def spy_negatives(logits, mask):
+        negatives.append(mask.clone())
+        return real_negatives(logits, mask)
+
+    firsts = [cand_texts[i * k] for i in np.flatnonzero(has)]
+
+    def spy_contrastive(feat, text, owner, same):
+        if not columns:                                  # G's, under the frame discriminator
+            with torch.no_grad():
+                want = tr.FD.caption(tr.tokens(firsts))
+            assert torch.allclose(text[cfg.batch_size:], want)
+        columns.append(text.shape[0])
+        return real_contrastive(feat, text, owner, same)
+
+    monkeypatch.setattr(T, "hardest", spy_hardest)
+    monkeypatch.setattr(T, "negatives_loss", spy_negatives)
+    monkeypatch.setattr(T, "contrastive_loss", spy_contrastive)
+    row = tr.step(1)
+    assert all(np.isfinite(v) for v in row.values())
+    b, tc = cfg.batch_size, cfg.clip_frames
+    assert [tuple(s) for s, _ in picks] == [(b, tc, cfg.d_dim), (b, 1, cfg.d_dim)]
+    assert negatives[0].tolist() == np.repeat(has, tc).tolist()
+    assert negatives[1].tolist() == has.tolist()
+    assert columns == [b + int(has.sum())] * 4
 
 
 def test_speed_negatives_are_the_same_clips_at_twice_or_half_the_speed(tmp_path, dataset):

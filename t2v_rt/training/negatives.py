@@ -104,6 +104,26 @@ class MinimalPairs:
                 has[i] = True
         return clips, texts, has
 
+    def draw_many(self, rng: np.random.Generator, captions: Sequence[str], k: int
+                  ) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """``k`` minimal-pair candidates per caption, each uniform among its partners (with
+        replacement): (their clips, int64 [B, k], -1 where none; their texts, row-major
+        [B * k], the caption itself where none; ``has`` bool [B]). Draws ``k`` numbers per
+        caption that has partners. The discriminators keep the hardest (VSE++'s max of hinges,
+        Faghri et al. 2018): the one each finds most plausible for the real clip."""
+        if k < 1:
+            raise ValueError(f"k must be 1 or more, got {k}")
+        clips = np.full((len(captions), k), -1, dtype=np.int64)
+        texts = [c for c in captions for _ in range(k)]
+        has = np.zeros(len(captions), dtype=bool)
+        for i, c in enumerate(captions):
+            options = self.partners.get(c)
+            if options:
+                for j, pick in enumerate(rng.integers(len(options), size=k)):
+                    clips[i, j], texts[i * k + j] = options[int(pick)]
+                has[i] = True
+        return clips, texts, has
+
 
 def _interleave(groups: list[list[tuple[int, str]]], limit: int) -> list[tuple[int, str]]:
     """Up to ``limit`` items taken round-robin from ``groups`` (so every differing word keeps

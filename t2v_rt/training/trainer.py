@@ -20,7 +20,9 @@ Per step (``batch_size`` clips):
    each step; with ``minimal_pairs`` > 0, also a caption of another clip that differs from
    each clip's own in one word, :mod:`.negatives`), which the projection discriminators
    compute from the features they already have; with ``minimal_pairs`` > 0, each real clip
-   under that one-word-different caption is also a fake for both discriminators;
+   under that one-word-different caption is also a fake for both discriminators (with
+   ``minimal_pair_draws`` k > 1: under the one of k such captions each finds most plausible,
+   :func:`hardest`; the contrastive negatives keep the first);
    with ``speed_negatives`` > 0, the real clips of the step played at twice or half their
    speed (another stride, shown with the true stride's times) count as fakes for the video
    discriminator under their own caption, so it must judge the speed its caption and the
@@ -150,6 +152,9 @@ class AdversarialConfig(Settings):
     minimal_pairs: float = bounded(0.0, 0.0, MAX_WEIGHT, "weight of minimal-pair negatives: "
                                    "each real clip under another clip's caption that differs "
                                    "from its own in one word (0: off)")
+    minimal_pair_draws: int = bounded(1, 1, 64, "minimal pairs: candidates drawn per clip; "
+                                      "each discriminator is scored under the one it finds "
+                                      "most plausible (hard negatives; 1: a uniform draw)")
     speed_negatives: float = bounded(0.0, 0.0, MAX_WEIGHT, "weight of real clips played at "
                                      "twice or half their speed, as fakes for the video "
                                      "discriminator (0: off)")
@@ -667,7 +672,15 @@ class AdversarialTrainer:
         pairs = None
         if cfg.minimal_pairs > 0 and self.pairs is not None:
             # Each clip's caption with one word changed, from another clip (.negatives).
-            pair_ids, pair_captions, has = self.pairs.draw(self.rng, list(captions))
+            k = cfg.minimal_pair_draws
+            if k == 1:
+                pair_ids, pair_captions, has = self.pairs.draw(self.rng, list(captions))
+            else:
+                # k candidates each; the contrastive negatives take the first (a uniform draw),
+                # each discriminator's minimal-pair loss the hardest for it (below).
+                cand_ids, cand_captions, has = self.pairs.draw_many(self.rng, list(captions), k)
+                pair_ids, pair_captions = cand_ids[:, 0], cand_captions[::k]
+                cand_tokens = self.tokens(cand_captions).to(device)             # [B * k, ...]
             if has.any():
                 pairs = torch.from_numpy(has).to(device)                        # [B] bool
                 pair_tokens = self.tokens(pair_captions).to(device)
@@ -739,8 +752,13 @@ class AdversarialTrainer:
                 loss_d = loss_d + cfg.speed_negatives * negatives_loss(vs, speed_moving)
             if pairs is not None:
                 # The real clips under a minimal pair of their caption: fakes for both.
-                fp = FD.project(fr_feat, rep(FD.caption(pair_tokens)))
-                vp = VD.project(vr_feat, VD.caption(pair_tokens))
+                if cfg.minimal_pair_draws == 1:
+                    f_pair, v_pair = FD.caption(pair_tokens), VD.caption(pair_tokens)
+                else:
+                    f_pair = hardest(fr_feat.view(b, tc, -1), FD.caption(cand_tokens))
+                    v_pair = hardest(vr_feat.unsqueeze(1), VD.caption(cand_tokens))
+                fp = FD.project(fr_feat, rep(f_pair))
+                vp = VD.project(vr_feat, v_pair)
                 loss_d = loss_d + cfg.minimal_pairs * (negatives_loss(fp, rep(pairs))
                                                        + negatives_loss(vp, pairs))
         loss = loss_d
@@ -759,6 +777,20 @@ class AdversarialTrainer:
         if do_r1:
             out["r1"] = float(r1.detach())
         return out
+
+
+def hardest(feat: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """The caption code [B, dim] each clip's real features ``feat`` [B, T, dim] (T frames or 1
+    clip) score highest, on average over T, among its k candidates ``codes`` [B * k, dim]
+    (row-major, as :meth:`.negatives.MinimalPairs.draw_many` gives them). A projection
+    discriminator's logit is ``out(phi) + <phi, code>``, so the candidate with the largest
+    mean ``<phi, code>`` is the most plausible; chosen without gradient, then returned with
+    its gradient (the loss trains the caption embedding on the chosen one)."""
+    b = feat.shape[0]
+    codes = codes.view(b, -1, codes.shape[-1])                                  # [B, k, dim]
+    with torch.no_grad():
+        pick = torch.einsum("btd,bkd->bk", feat.float(), codes.float()).argmax(dim=1)
+    return codes[torch.arange(b, device=codes.device), pick]
 
 
 def not_negatives(tokens: torch.Tensor, columns: torch.Tensor, clip_ids: torch.Tensor) -> torch.Tensor:
@@ -924,6 +956,6 @@ def _train_steps(tr: AdversarialTrainer, cfg: AdversarialConfig, run: runs.Run, 
 
 
 __all__ = ["DEFAULT_STEPS", "AdversarialConfig", "AdversarialTrainer", "CaptionTokens",
-           "TrainInterrupted", "build_config", "is_adversarial_config", "learned_vocabulary",
-           "model_config", "not_negatives", "resumable_config", "sample_prompts", "train",
-           "write_samples"]
+           "TrainInterrupted", "build_config", "hardest", "is_adversarial_config",
+           "learned_vocabulary", "model_config", "not_negatives", "resumable_config",
+           "sample_prompts", "train", "write_samples"]

@@ -35,6 +35,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint")
     ap.add_argument("--batches", type=int, default=20)
+    ap.add_argument("--pairs", action="store_true",
+                    help="also the frame discriminator's shape score per (true, swapped) "
+                         "shape word, each caption under both swaps (circle, ball, disc: "
+                         "circle; square, box: square)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     ck = Path(args.checkpoint)
@@ -65,8 +69,33 @@ def main() -> None:
                 feat = D.features(inp)
                 right = D.project(feat, D.caption(true)) > D.project(feat, D.caption(wrong))
                 acc.setdefault(f"{kind} {source}", []).extend(right.float().tolist())
+            if args.pairs:
+                by_pair(tr, caps, real, fake, acc)
     print(f"{ck} (step {step}): " + ", ".join(
         f"{k} {np.mean(v):.3f} (n={len(v)})" for k, v in acc.items()))
+
+
+FAMILY = {"circle": "circle", "ball": "circle", "disc": "circle", "square": "square",
+          "box": "square", "triangle": "triangle"}
+
+
+def by_pair(tr, caps, real, fake, acc) -> None:
+    """Each caption's first shape word replaced by each other shape in turn: whether the frame
+    discriminator scores the true caption above it, on the real and the generated first frame,
+    under "shape real circle->square" and the like."""
+    for i, caption in enumerate(caps):
+        words = caption.split()
+        at = next((j for j, w in enumerate(words) if w in FAMILY), None)
+        if at is None:
+            continue
+        own = FAMILY[words[at]]
+        for other in sorted({"circle", "square", "triangle"} - {own}):
+            wrong = " ".join(words[:at] + [other] + words[at + 1:])
+            true_code, wrong_code = tr.FD.caption(tr.tokens([caption, wrong]))
+            for source, x in (("real", real), ("generated", fake)):
+                feat = tr.FD.features(tr.FD.prepare(x[i:i + 1, 0]))
+                right = tr.FD.project(feat, true_code[None]) > tr.FD.project(feat, wrong_code[None])
+                acc.setdefault(f"shape {source} {own}->{other}", []).append(float(right[0]))
 
 
 if __name__ == "__main__":
