@@ -4,7 +4,8 @@
 # resumed for 30 minutes (120 in all, the issue's CPU budget) four ways, two side by side on
 # the 2-core CPU, one thread each:
 #   A: minimal_pairs=1, minimal_pair_draws=8;   B: minimal_pairs=2, minimal_pair_draws=32;
-#   C: A with lr_d=0.0003;                      D: B with lr_d=0.0003.
+#   C: A with lr_d=0.0003;                      D: B with lr_d=0.0003;
+# then E: C resumed for 30 more minutes (150 in all); F: A with lr_d=0.0001 (probes only).
 # Then each one's generator probe, its discriminators' shape score per pair of shape words,
 # and a 300-sample eval; and the discriminator-capacity diagnostic at two learning rates.
 # Run from the repository root after pip install ".[pretrained,torch]" and
@@ -24,6 +25,16 @@ go() { t2v-rt train --resume "$RUNS/$1" --minutes 30 --steps 100000 --set minima
            --set minimal_pair_draws="$3" --set lr_d="$4"; }
 go A 1 8 0.001 & go B 2 32 0.001 & wait
 go C 1 8 0.0003 & go D 2 32 0.0003 & wait
+cp -r "$RUNS/C" "$RUNS/E"
+rm -f "$RUNS/E"/samples-*.mp4
+cp -r "$XY" "$RUNS/F"
+rm -f "$RUNS/F"/samples-*.mp4
+t2v-rt train --resume "$RUNS/E" --minutes 30 --steps 100000 & go F 1 8 0.0001 & wait
+for name in E F; do
+    python docs/models/experiments/speed_shape_probe.py "$RUNS/$name/generator.safetensors"
+    python docs/models/experiments/trained_discriminator_probe.py --pairs \
+        "$(ls "$RUNS/$name"/checkpoint-*.safetensors | tail -1)"
+done
 for name in A B C D; do
     run=$RUNS/$name
     python docs/models/experiments/speed_shape_probe.py "$run/generator.safetensors"
