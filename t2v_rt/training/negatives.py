@@ -94,15 +94,9 @@ class MinimalPairs:
              ) -> tuple[np.ndarray, list[str], np.ndarray]:
         """One minimal-pair negative per caption, uniformly among its partners: (the partner's
         clip, int64 [B], -1 where none; its text, the caption itself where none; ``has`` bool
-        [B]). Draws one number per caption that has partners."""
-        clips = np.full(len(captions), -1, dtype=np.int64)
-        texts, has = list(captions), np.zeros(len(captions), dtype=bool)
-        for i, c in enumerate(captions):
-            options = self.partners.get(c)
-            if options:
-                clips[i], texts[i] = options[int(rng.integers(len(options)))]
-                has[i] = True
-        return clips, texts, has
+        [B]). :meth:`draw_many` with k = 1 (the same draws from ``rng``)."""
+        clips, texts, has = self.draw_many(rng, captions, 1)
+        return clips[:, 0], texts, has
 
     def draw_many(self, rng: np.random.Generator, captions: Sequence[str], k: int
                   ) -> tuple[np.ndarray, list[str], np.ndarray]:

@@ -672,18 +672,15 @@ class AdversarialTrainer:
         pairs = None
         if cfg.minimal_pairs > 0 and self.pairs is not None:
             # Each clip's caption with one word changed, from another clip (.negatives).
+            # k candidates each (minimal_pair_draws); the contrastive negatives take the first
+            # (a uniform draw), each discriminator's minimal-pair loss the hardest for it.
             k = cfg.minimal_pair_draws
-            if k == 1:
-                pair_ids, pair_captions, has = self.pairs.draw(self.rng, list(captions))
-            else:
-                # k candidates each; the contrastive negatives take the first (a uniform draw),
-                # each discriminator's minimal-pair loss the hardest for it (below).
-                cand_ids, cand_captions, has = self.pairs.draw_many(self.rng, list(captions), k)
-                pair_ids, pair_captions = cand_ids[:, 0], cand_captions[::k]
-                cand_tokens = self.tokens(cand_captions).to(device)             # [B * k, ...]
+            cand_ids, cand_captions, has = self.pairs.draw_many(self.rng, list(captions), k)
+            pair_ids = cand_ids[:, 0]
             if has.any():
                 pairs = torch.from_numpy(has).to(device)                        # [B] bool
-                pair_tokens = self.tokens(pair_captions).to(device)
+                cand_tokens = self.tokens(cand_captions).to(device)             # [B * k, ...]
+                pair_tokens = cand_tokens[::k]
         contrast = cfg.contrastive > 0 and b > 1
         if contrast:
             # Negatives: the batch's captions, then (contrastive_bank) captions of random data
@@ -752,11 +749,8 @@ class AdversarialTrainer:
                 loss_d = loss_d + cfg.speed_negatives * negatives_loss(vs, speed_moving)
             if pairs is not None:
                 # The real clips under a minimal pair of their caption: fakes for both.
-                if cfg.minimal_pair_draws == 1:
-                    f_pair, v_pair = FD.caption(pair_tokens), VD.caption(pair_tokens)
-                else:
-                    f_pair = hardest(fr_feat.view(b, tc, -1), FD.caption(cand_tokens))
-                    v_pair = hardest(vr_feat.unsqueeze(1), VD.caption(cand_tokens))
+                f_pair = hardest(fr_feat.view(b, tc, -1), FD.caption(cand_tokens))
+                v_pair = hardest(vr_feat.unsqueeze(1), VD.caption(cand_tokens))
                 fp = FD.project(fr_feat, rep(f_pair))
                 vp = VD.project(vr_feat, v_pair)
                 loss_d = loss_d + cfg.minimal_pairs * (negatives_loss(fp, rep(pairs))
@@ -785,7 +779,8 @@ def hardest(feat: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     (row-major, as :meth:`.negatives.MinimalPairs.draw_many` gives them). A projection
     discriminator's logit is ``out(phi) + <phi, code>``, so the candidate with the largest
     mean ``<phi, code>`` is the most plausible; chosen without gradient, then returned with
-    its gradient (the loss trains the caption embedding on the chosen one)."""
+    its gradient (the loss trains the caption embedding on the chosen one). With k = 1, the
+    codes themselves."""
     b = feat.shape[0]
     codes = codes.view(b, -1, codes.shape[-1])                                  # [B, k, dim]
     with torch.no_grad():

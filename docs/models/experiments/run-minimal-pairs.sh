@@ -24,7 +24,7 @@ for run in "$xy" "$(ls -d "$RUNS"/*-xymp)"; do
     t2v-rt eval --model "$run/generator.safetensors" --samples 300 --long-run 0 \
         --backend torch --json "docs/models/experiments/eval-mp-$(basename "$run" | cut -d- -f2-).json"
     python docs/models/experiments/speed_shape_probe.py "$run/generator.safetensors"
-    python docs/models/experiments/trained_discriminator_probe.py \
+    python docs/models/experiments/trained_discriminator_probe.py --pairs \
         "$(ls "$run"/checkpoint-*.safetensors | tail -1)"
 done
 python docs/models/experiments/hard_negatives.py "$DATA"
