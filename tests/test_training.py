@@ -120,7 +120,7 @@ def _data_gap(tr: AdversarialTrainer, ts) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("arch,extra", [(a, {}) for a in ARCHS] + [
     ("stylegan-v", {"contrastive": 1.0, "contrastive_bank": 16, "speed_negatives": 0.5,
-                    "minimal_pairs": 1.0, "minimal_pair_draws": 4,
+                    "minimal_pairs": 1.0, "minimal_pair_draws": 4, "d_stem": 2,
                     "model": {"time_modulation": "features"}})])
 def test_resume_continues_bit_for_bit(tmp_path, dataset, arch, extra):
     whole = train(settings(tmp_path / "a", dataset, arch=arch, steps=8, log_every=1,
@@ -643,3 +643,36 @@ def test_discriminators_read_any_resolution_and_the_caption(res):
     assert not torch.allclose(vd(x, times, tokens), vd(x, times, other))
     with pytest.raises(ValueError, match="clips must be"):
         vd(x[:, :2], times[:, :2], tokens)
+
+
+@pytest.mark.parametrize("stem", [1, 2])
+def test_a_frame_discriminator_stem_is_stride_1_convs_before_the_trunk(stem):
+    """d_stem: stem stride-1 3x3 convs of base channels at full resolution, leaky ReLU 0.2
+    after each, then the unchanged trunk; written out by hand on fresh random inputs. Without
+    a stem the parameter names are those of a discriminator that never had one."""
+    from t2v_rt.training.discriminators import FrameDiscriminator
+
+    torch.manual_seed(100 + stem)
+    base, res = 8, 16
+    fd = FrameDiscriminator(res, 20, base=base, dim=16, stem=stem)
+    plain = FrameDiscriminator(res, 20, base=base, dim=16)
+    assert not any(k.startswith("stem") for k in plain.state_dict())
+    assert set(plain.state_dict()) == {k for k in fd.state_dict() if not k.startswith("stem")}
+    x = torch.randn(3, 3, res, res)
+    tokens = torch.tensor([[1, 2, 0], [3, 4, 5], [6, 0, 0]])
+    h = x
+    convs = [m for m in fd.stem if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == stem
+    for conv in convs:
+        assert conv.weight.shape[:2] == (base, h.shape[1]) and conv.stride == (1, 1)
+        h = torch.nn.functional.leaky_relu(torch.nn.functional.conv2d(
+            h, conv.weight, conv.bias, padding=1), 0.2)
+    assert h.shape == (3, base, res, res)
+    feat = fd.fc(fd.trunk(h))
+    want = (fd.out(feat)[:, 0] + (feat * fd.caption(tokens)).sum(1))
+    torch.testing.assert_close(fd(x, tokens), want, rtol=1e-5, atol=1e-6)
+    # the stem is trained: its weights get the logit's gradient
+    fd(x, tokens).sum().backward()
+    assert all(c.weight.grad is not None and c.weight.grad.abs().sum() > 0 for c in convs)
+    with pytest.raises(ValueError, match="stem convs must be 0 or more"):
+        FrameDiscriminator(res, 20, stem=-1)

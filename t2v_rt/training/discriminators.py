@@ -17,7 +17,9 @@ judge whether the video fits its caption, not only whether it looks real.
 
 Widths follow the resolution (``base`` channels at full resolution, doubling at each x2
 downsampling up to ``max_width``, down to 4x4 or a little more); nothing here knows what the
-videos show.
+videos show. The frame discriminator may read its frames first through ``stem`` stride-1 3x3
+convs of ``base`` channels at full resolution, so that its first downsampling sees edges and
+corners already found at pixel scale rather than raw pixels (0: none, the trunk alone).
 """
 
 from __future__ import annotations
@@ -56,16 +58,27 @@ class CaptionEmbedding(nn.Module):
 
 
 class ProjectionDiscriminator(nn.Module):
-    """x [N, C, R, R], tokens [N, L] -> logits [N]: conv trunk (4x4 stride-2 convs, leaky
-    ReLU 0.2) -> Linear -> feature phi [N, dim]; logit = out(phi) + <phi, embed(tokens)>.
-    With ``embedding_dim``, ``tokens`` are caption embeddings [N, embedding_dim]."""
+    """x [N, C, R, R], tokens [N, L] -> logits [N]: ``stem`` stride-1 3x3 convs of ``base``
+    channels (none by default) -> conv trunk (4x4 stride-2 convs) -> Linear -> feature phi
+    [N, dim], leaky ReLU 0.2 after each; logit = out(phi) + <phi, embed(tokens)>. With
+    ``embedding_dim``, ``tokens`` are caption embeddings [N, embedding_dim]."""
 
     def __init__(self, cin: int, resolution: int, vocab_size: int, base: int = 32,
-                 max_width: int = 256, dim: int = 128, embedding_dim: int = 0):
+                 max_width: int = 256, dim: int = 128, embedding_dim: int = 0,
+                 stem: int = 0):
         super().__init__()
+        if stem < 0:
+            raise ValueError(f"stem convs must be 0 or more, got {stem}")
         widths = trunk_widths(resolution, base, max_width)
-        layers: list[nn.Module] = []
         c = cin
+        stem_layers: list[nn.Module] = []
+        for _ in range(stem):
+            stem_layers += [nn.Conv2d(c, base, 3, stride=1, padding=1), nn.LeakyReLU(0.2)]
+            c = base
+        # a module of its own (empty without a stem), so the trunk's parameter names, and the
+        # checkpoints of discriminators without one, are unchanged
+        self.stem = nn.Sequential(*stem_layers)
+        layers: list[nn.Module] = []
         for w in widths:
             layers += [nn.Conv2d(c, w, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
             c = w
@@ -78,7 +91,7 @@ class ProjectionDiscriminator(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The trunk's feature phi [N, dim] of inputs [N, C, R, R]."""
-        return self.fc(self.trunk(x))
+        return self.fc(self.trunk(self.stem(x)))
 
     def project(self, feat: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Logits [N] of features [N, dim] under caption codes ``text`` [N, dim] (from
@@ -91,11 +104,12 @@ class ProjectionDiscriminator(nn.Module):
 
 
 class FrameDiscriminator(ProjectionDiscriminator):
-    """frames [N, 3, R, R] in [-1, 1], tokens [N, L] -> logits [N]."""
+    """frames [N, 3, R, R] in [-1, 1], tokens [N, L] -> logits [N]; ``stem``: stride-1 3x3
+    convs at full resolution before the trunk."""
 
     def __init__(self, resolution: int, vocab_size: int, base: int = 32, max_width: int = 256,
-                 dim: int = 128, embedding_dim: int = 0):
-        super().__init__(3, resolution, vocab_size, base, max_width, dim, embedding_dim)
+                 dim: int = 128, embedding_dim: int = 0, stem: int = 0):
+        super().__init__(3, resolution, vocab_size, base, max_width, dim, embedding_dim, stem)
 
     def prepare(self, frames: torch.Tensor) -> torch.Tensor:
         """The trunk's input: the frames, their shape checked."""

@@ -11,7 +11,8 @@ Per step (``batch_size`` clips):
    clip's times (continuous: ``config.time_features`` of random start offsets plus the frame
    times; recurrent: ``initial_state`` then one ``step`` per frame at the native rate, which
    is the data's rate) and ``synthesize``. Loss: non-saturating, against a text-aware frame
-   discriminator and a text-aware video discriminator (:mod:`.discriminators`);
+   discriminator (with ``d_stem`` > 0, full-resolution stride-1 convs before its trunk) and a
+   text-aware video discriminator (:mod:`.discriminators`);
 3. discriminators: real vs generated vs real-with-another-clip's-caption (matching-aware),
    R1 on the reals every ``r1_every`` steps (lazy, scaled up by it); with ``contrastive`` > 0,
    also the image-caption contrastive loss over the batch (:func:`.losses.contrastive_loss`:
@@ -164,6 +165,8 @@ class AdversarialConfig(Settings):
     d_width: int = bounded(16, 1, 1024, "discriminators' channels at full resolution")
     d_max_width: int = bounded(256, 1, 4096, "discriminators' widest channels")
     d_dim: int = bounded(64, 1, 4096, "discriminators' feature and caption embedding width")
+    d_stem: int = bounded(0, 0, 4, "frame discriminator: stride-1 3x3 convs of d_width "
+                          "channels at full resolution before its stride-2 trunk (0: none)")
     ema_halflife_steps: float = bounded(100.0, 1e-3, 1e9)
     ema_rampup: float = bounded(0.05, 0.0, 1.0, "early half-life: at most this x the steps "
                                                 "so far (0: none)")
@@ -532,7 +535,7 @@ class AdversarialTrainer:
         width = front.dim if front.text_input == "text_embedding" else 0
         res = config.resolution
         FD = FrameDiscriminator(res, vocab_size, cfg.d_width, cfg.d_max_width, cfg.d_dim,
-                                width).to(device)
+                                width, cfg.d_stem).to(device)
         VD = VideoDiscriminator(cfg.clip_frames, res, vocab_size, cfg.d_width, cfg.d_max_width,
                                 cfg.d_dim, width).to(device)
         opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(0.0, 0.99), eps=1e-8)
