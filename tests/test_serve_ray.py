@@ -160,13 +160,46 @@ def test_errors_page_metrics_and_delete_through_the_ingress(ray_server):
         time.sleep(0.05)
 
 
+def _tracebacks(err: str) -> list[str]:
+    """The final exception line of each traceback in ``err``. Ray prefixes every line a
+    replica logs with ``(ServeReplica:... pid=N)``, so a traceback is followed through the
+    lines with its own prefix, interleaved or not with other processes' lines."""
+    lines, ends = err.splitlines(), []
+    for i, line in enumerate(lines):
+        at = line.find("Traceback (most recent call last)")
+        if at < 0:
+            continue
+        prefix, end = line[:at], "(unfinished)"
+        for later in lines[i + 1:]:
+            if later.startswith(prefix) and later[len(prefix):][:1] not in (" ", ""):
+                end = later[len(prefix):]
+                break
+        ends.append(end)
+    return ends
+
+
+def test_tracebacks_are_followed_to_their_exception_line():
+    err = ("(A pid=1) Traceback (most recent call last)\n(B pid=2) ready\n"
+           "(A pid=1)   File \"x.py\", line 1\n(A pid=1) ray.exceptions.TaskCancelledError: "
+           "Task: 12 was cancelled.\nTraceback (most recent call last)\n  File \"y\"\n"
+           "KeyError: 'k'\n")
+    assert _tracebacks(err) == ["ray.exceptions.TaskCancelledError: Task: 12 was cancelled.",
+                                "KeyError: 'k'"]
+
+
 def test_sigterm_stops_ray_serve_cleanly(ray_server):
     proc = ray_server.proc
     proc.send_signal(signal.SIGTERM)
     rc = proc.wait(60)
     err = "".join(ray_server.lines)
     assert rc == 0, err[-3000:]
-    assert "stopping" in err and "Traceback" not in err, err[-3000:]
+    assert "stopping" in err, err[-3000:]
+    # Nothing fails on the way down. The one traceback allowed is Ray Serve's own log of the
+    # streaming call it cancels when a reader leaves (the test above hangs up an MJPEG
+    # reader): its ingress replica sometimes logs that TaskCancelledError with a traceback,
+    # whose lines may reach this stderr late, after the SIGTERM.
+    failed = [e for e in _tracebacks(err) if not e.startswith("ray.exceptions.TaskCancelledError")]
+    assert not failed, err[-3000:]
 
 
 def test_build_app_is_a_ray_serve_config_target():
