@@ -82,9 +82,12 @@ class CapacityModel:
 
     def calibrate(self, gen_wall: float, gen_cpu: float, enc: dict[int, float]) -> None:
         """From the start-up run (nothing else running in the process): generator wall and
-        CPU seconds per frame; encode CPU seconds per frame per size."""
+        CPU seconds per frame; encode CPU seconds per frame per size (at least two sizes;
+        the line through the smallest and the largest: x264's cost per pixel grows with the
+        size, so a line through small sizes alone underprices large streams)."""
         self.gen_wall, self.gen_cpu = gen_wall, gen_cpu
-        (s0, c0), (s1, c1) = sorted(enc.items())[:2]
+        ordered = sorted(enc.items())
+        (s0, c0), (s1, c1) = ordered[0], ordered[-1]
         self.enc1 = max((c1 - c0) / (s1 * s1 - s0 * s0), 0.0)
         self.enc0 = max(c0 - self.enc1 * s0 * s0, 0.0)
 
