@@ -19,6 +19,7 @@ t2v-rt train "${COMMON[@]}" --minutes 80 --set name=stem &
 t2v-rt train "${COMMON[@]}" --minutes 47 --set name=stemslow --set lr_d=0.0003 &
 wait
 run=$(ls -d "$RUNS"/*-stem)
+python docs/models/experiments/speed_shape_probe.py "$(ls -d "$RUNS"/*-stemslow)/generator.safetensors"
 python docs/models/experiments/speed_shape_probe.py "$run/generator.safetensors"
 t2v-rt train --resume "$run" --minutes 30 --steps 100000 \
     --set minimal_pairs=1 --set minimal_pair_draws=8 --set lr_d=0.0003
