@@ -1,4 +1,4 @@
-# Sourced by run-bank-coordinates.sh and run-minimal-pairs.sh (set DATA and RUNS first):
+# Sourced by run-bank-coordinates.sh, run-minimal-pairs.sh and run-stem*.sh (set DATA and RUNS first):
 # refuses an existing $RUNS, renders $DATA if missing, and sets COMMON, the `t2v-rt train`
 # arguments of the fixed-stride recipe (stride 3 from the first step, MiniLM, contrastive=1,
 # time_modulation=features, speed_negatives=1, no augmentation, channels [64,64,32,32,16]).
@@ -12,3 +12,16 @@ COMMON=(--data "$DATA" --arch stylegan-v --run-dir "$RUNS" --steps 100000
         --set contrastive=1 --set time_modulation=features --set speed_negatives=1
         --set augment=false --set text_encoder=all-MiniLM-L6-v2
         --set 'channels=[64,64,32,32,16]')
+
+# hard_pairs_and_score RUN MINUTES JSON: the second phase of run-stem*.sh (RUN resumed for
+# MINUTES with minimal_pairs=1, minimal_pair_draws=8, lr_d=0.0003), then the generator probe,
+# the discriminators' shape score per pair of shape words and a 300-sample eval into JSON.
+hard_pairs_and_score() {
+    t2v-rt train --resume "$1" --minutes "$2" --steps 100000 \
+        --set minimal_pairs=1 --set minimal_pair_draws=8 --set lr_d=0.0003
+    python docs/models/experiments/speed_shape_probe.py "$1/generator.safetensors"
+    python docs/models/experiments/trained_discriminator_probe.py --pairs \
+        "$(ls "$1"/checkpoint-*.safetensors | tail -1)"
+    t2v-rt eval --model "$1/generator.safetensors" --samples 300 --long-run 0 \
+        --backend torch --json "$3"
+}

@@ -21,10 +21,4 @@ wait
 run=$(ls -d "$RUNS"/*-stem)
 python docs/models/experiments/speed_shape_probe.py "$(ls -d "$RUNS"/*-stemslow)/generator.safetensors"
 python docs/models/experiments/speed_shape_probe.py "$run/generator.safetensors"
-t2v-rt train --resume "$run" --minutes 30 --steps 100000 \
-    --set minimal_pairs=1 --set minimal_pair_draws=8 --set lr_d=0.0003
-python docs/models/experiments/speed_shape_probe.py "$run/generator.safetensors"
-python docs/models/experiments/trained_discriminator_probe.py --pairs \
-    "$(ls "$run"/checkpoint-*.safetensors | tail -1)"
-t2v-rt eval --model "$run/generator.safetensors" --samples 300 --long-run 0 \
-    --backend torch --json docs/models/experiments/eval-stem.json
+hard_pairs_and_score "$run" 30 docs/models/experiments/eval-stem.json

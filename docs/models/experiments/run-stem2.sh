@@ -15,10 +15,4 @@ COMMON+=(--set coordinates=absolute --set d_stem=2 --set threads=2)
 t2v-rt train "${COMMON[@]}" --minutes 45 --set name=stem2
 run=$(ls -d "$RUNS"/*-stem2)
 python docs/models/experiments/speed_shape_probe.py "$run/generator.safetensors"
-t2v-rt train --resume "$run" --minutes 50 --steps 100000 \
-    --set minimal_pairs=1 --set minimal_pair_draws=8 --set lr_d=0.0003
-python docs/models/experiments/speed_shape_probe.py "$run/generator.safetensors"
-python docs/models/experiments/trained_discriminator_probe.py --pairs \
-    "$(ls "$run"/checkpoint-*.safetensors | tail -1)"
-t2v-rt eval --model "$run/generator.safetensors" --samples 300 --long-run 0 \
-    --backend torch --json docs/models/experiments/eval-stem2.json
+hard_pairs_and_score "$run" 50 docs/models/experiments/eval-stem2.json
