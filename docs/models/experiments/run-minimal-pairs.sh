@@ -28,7 +28,7 @@ for run in "$xy" "$(ls -d "$RUNS"/*-xymp)"; do
         "$(ls "$run"/checkpoint-*.safetensors | tail -1)"
 done
 python docs/models/experiments/hard_negatives.py "$DATA"
-# Ship the first (docs/models/stylegan-v-shapes.md, "Reproduce"):
+# Ship the first (shipped as stylegan-v-shapes-minilm until run-stem2.sh's run replaced it):
 # cp "$xy/generator.safetensors" t2v_rt/weights/stylegan-v-shapes-minilm.safetensors
 # cp "$xy/generator.json" t2v_rt/weights/stylegan-v-shapes-minilm.json
 # t2v-rt export-onnx --model stylegan-v-shapes-minilm --precision fp32 --force \
