@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import itertools
 import secrets
-import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -210,7 +209,7 @@ class Scheduler:
         """Warm the generator and x264 and measure them (the capacity model's starting point):
         generator wall time per frame at batch 8, encode CPU per frame at ``sizes`` (the
         per-pixel cost is fitted across the widest span: x264 at 2048 costs about four times
-        what a line through 64 and 256 predicts), each the median thread CPU of 16 frames."""
+        what a line through 64 and 256 predicts)."""
         from fractions import Fraction
 
         from t2v_rt.encode.encoders import open_sink
@@ -240,12 +239,10 @@ class Scheduler:
             sink = open_sink("x264", _Null(), "matroska", Fraction(30), size)
             sink.stream.options = {**sink.stream.options, "threads": "1"}
             sink.write(rgb[:1])
-            costs = []
+            c0 = time.thread_time()
             for i in range(16):
-                c0 = time.thread_time()
                 sink.write(rgb[i % len(rgb):][:1])
-                costs.append(time.thread_time() - c0)
-            enc[size] = statistics.median(costs)     # one slow frame must not move the price
+            enc[size] = (time.thread_time() - c0) / 16
             sink.close()
         self.capacity.calibrate(gen, cpu / len(t), enc)
         self._batch_s = best
