@@ -1,13 +1,16 @@
 """The serve capacity model's price of an x264 frame against x264's measured cost, by content.
 
-    python bench/x264_price.py [--sizes 1024,2048] [--frames 8]
+    python bench/x264_price.py [--sizes 1024,2048] [--frames 8] [--repeats 8]
 
 `t2v-rt serve` calibrates x264 at start-up on the bundled model's frames (64, 256 and 1024,
 t2v_rt/serve/scheduler.py) and prices a frame of size S at ``e0 + e1 * S^2`` CPU-seconds.
 This measures, with one x264 thread and thread CPU time (median of ``--frames`` frames after a
 warm-up frame), what a frame really costs at each size for two contents: the model's frames
 (another prompt, a fresh seed: what serve encodes) and a shape on uniform noise (the costliest
-content for x264). Reports the ratio measured / predicted per content and size. Writes
+content for x264). Reports the ratio measured / predicted per content and size. Then it
+repeats serve's own calibration measurement (16 frames of its probe prompt, at 256 and 1024)
+``--repeats`` times and reports each run's mean and median: how much the price moves between
+identical runs, and whether single slow frames move it. Writes
 bench/results/x264_price-{cpu,gpu}.json.
 """
 
@@ -28,7 +31,7 @@ class _Null:
         return len(data)
 
 
-def _cost(rgb: np.ndarray, size: int, frames: int) -> float:
+def _costs(rgb: np.ndarray, size: int, frames: int) -> list[float]:
     from t2v_rt.encode.encoders import open_sink
 
     sink = open_sink("x264", _Null(), "matroska", Fraction(30), size)
@@ -40,19 +43,27 @@ def _cost(rgb: np.ndarray, size: int, frames: int) -> float:
         sink.write(rgb[i % len(rgb):][:1])
         costs.append(time.thread_time() - c0)
     sink.close()
-    return float(np.median(costs))
+    return costs
+
+
+def _cost(rgb: np.ndarray, size: int, frames: int) -> float:
+    return float(np.median(_costs(rgb, size, frames)))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1024,2048")
     ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=8,
+                    help="also repeat serve's calibration measurement (16 frames of its probe "
+                         "prompt at 256 and 1024) this many times: the mean and the median of "
+                         "each run, to show how much the price moves between identical runs")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
     from t2v_rt.backends import create_backend
     from t2v_rt.pipeline import Video, frame_times
-    from t2v_rt.serve.scheduler import Scheduler
+    from t2v_rt.serve.scheduler import Scheduler, _probe_prompt
 
     backend = create_backend("onnxruntime")
     sched = Scheduler(backend, workers=1)
@@ -77,11 +88,25 @@ def main() -> None:
                 print(f"{name:16s} {size:5d}: measured {1e3 * measured:6.2f} ms, predicted "
                       f"{1e3 * predicted:6.2f} ms, ratio {measured / predicted:.2f}",
                       file=sys.stderr)
+        probe = Video(backend, _probe_prompt(backend.config), 0)
+        probe_rgb = backend.display(probe.style_rows(t), probe.features_at(t))
+        repeats = []
+        for size in (256, 1024):
+            for _ in range(args.repeats):
+                costs = _costs(probe_rgb, size, 16)
+                repeats.append({"size": size, "mean_ms": 1e3 * float(np.mean(costs)),
+                                "median_ms": 1e3 * float(np.median(costs))})
+            runs = [r for r in repeats if r["size"] == size]
+            if runs:
+                print(f"calibration content {size:5d}, {len(runs)} runs of 16 frames: mean "
+                      + " ".join(f"{r['mean_ms']:.2f}" for r in runs) + " ms; median "
+                      + " ".join(f"{r['median_ms']:.2f}" for r in runs) + " ms",
+                      file=sys.stderr)
     finally:
         sched.stop()
         backend.close()
     path = write_result("x264_price", {"calibration_ms": calibration, "rows": rows,
-                                       "frames": args.frames})
+                                       "frames": args.frames, "repeats": repeats})
     print(f"wrote {path}", file=sys.stderr)
 
 
