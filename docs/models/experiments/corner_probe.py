@@ -21,13 +21,16 @@ or is under 6 pixels wide or tall, are skipped. No training; one thread, seconds
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from t2v_rt.training.trainer import AdversarialTrainer, _to_float, build_config
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trained_discriminator_probe import load_trainer  # noqa: E402
+
+from t2v_rt.training.trainer import _to_float  # noqa: E402
 
 SQUARE_WORDS = {"square", "box"}
 RADII = (0.5, 0.7, 0.89, 1.0)
@@ -66,11 +69,8 @@ def main() -> None:
     ap.add_argument("checkpoint")
     ap.add_argument("--frames", type=int, default=400, help="square frames to probe")
     args = ap.parse_args()
-    torch.set_num_threads(1)
     ck = Path(args.checkpoint)
-    cfg = build_config(None, {}, [], resume=str(ck.parent)).validate()
-    tr = AdversarialTrainer.create(cfg)
-    step = tr.load(load_file(str(ck)))
+    tr, step = load_trainer(ck)
     rng = np.random.default_rng(0)
     frames, caps, skipped = [], [], 0
     while len(frames) < args.frames:

@@ -30,6 +30,14 @@ from discriminator_probe import SHAPES, SPEED, swap  # noqa: E402
 from t2v_rt.training.trainer import AdversarialTrainer, _to_float, build_config  # noqa: E402
 
 
+def load_trainer(ck: Path) -> tuple[AdversarialTrainer, int]:
+    """The trainer of the run that wrote checkpoint ``ck`` (its config from the run folder),
+    loaded from it, on one thread; and the checkpoint's step."""
+    torch.set_num_threads(1)
+    tr = AdversarialTrainer.create(build_config(None, {}, [], resume=str(ck.parent)).validate())
+    return tr, tr.load(load_file(str(ck)))
+
+
 @torch.no_grad()
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -40,11 +48,8 @@ def main() -> None:
                          "shape word, each caption under both swaps (circle, ball, disc: "
                          "circle; square, box: square)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
     ck = Path(args.checkpoint)
-    cfg = build_config(None, {}, [], resume=str(ck.parent)).validate()
-    tr = AdversarialTrainer.create(cfg)
-    step = tr.load(load_file(str(ck)))
+    tr, step = load_trainer(ck)
     tr.rng, rnd = np.random.default_rng(123), random.Random(0)
     tr.gen.manual_seed(123)
     tr.G = tr.G_ema                     # the generator a run exports and samples
