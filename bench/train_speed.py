@@ -77,21 +77,25 @@ def generic(args) -> int:
                                cache_dir=Path(tmp) / "cache")
         print(f"dataset: {len(ts)} clips x {ts.frames} frames, {size}x{size} "
               f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
-        for arch in args.arch:
-            cfg = AdversarialConfig(data=str(Path(tmp) / "shapes"), arch=arch, size=size,
-                                    batch_size=batch, threads=args.threads,
-                                    preset=args.preset or base.preset)
-            tr = AdversarialTrainer.create(cfg, data=ts)
-            s = time_steps(tr.step, 0, args.steps, args.repeats, tr.device)
-            n_g = sum(p.numel() for p in tr.G.parameters())
-            results[arch] = {"s_per_step": s, "steps_per_s": 1 / s, "clips_per_s": batch / s,
-                             "frames_per_s": batch * cfg.clip_frames / s,
-                             "generator_params": n_g, "channels": tr.config.channels,
-                             "steps_per_hour": 3600 / s,
-                             "default_run_minutes": DEFAULT_STEPS * s / 60}
-            print(f"{arch:>12}: {1e3 * s:8.1f} ms/step  {batch / s:7.1f} clips/s  "
-                  f"{DEFAULT_STEPS} steps in {DEFAULT_STEPS * s / 60:5.1f} min "
-                  f"({n_g / 1e6:.2f}M params)", file=sys.stderr)
+        more = [int(b) for b in args.more_batches.split(",") if b.strip()]
+        by_batch: dict[str, dict] = {}
+        for b in [batch, *more]:
+            rows = results if b == batch else by_batch.setdefault(str(b), {})
+            for arch in args.arch:
+                cfg = AdversarialConfig(data=str(Path(tmp) / "shapes"), arch=arch, size=size,
+                                        batch_size=b, threads=args.threads,
+                                        preset=args.preset or base.preset)
+                tr = AdversarialTrainer.create(cfg, data=ts)
+                s = time_steps(tr.step, 0, args.steps, args.repeats, tr.device)
+                n_g = sum(p.numel() for p in tr.G.parameters())
+                rows[arch] = {"s_per_step": s, "steps_per_s": 1 / s, "clips_per_s": b / s,
+                              "frames_per_s": b * cfg.clip_frames / s,
+                              "generator_params": n_g, "channels": tr.config.channels,
+                              "steps_per_hour": 3600 / s,
+                              "default_run_minutes": DEFAULT_STEPS * s / 60}
+                print(f"{arch:>12} batch {b:4d}: {1e3 * s:8.1f} ms/step  {b / s:7.1f} clips/s  "
+                      f"{DEFAULT_STEPS} steps in {DEFAULT_STEPS * s / 60:5.1f} min "
+                      f"({n_g / 1e6:.2f}M params)", file=sys.stderr)
     path = write_result("train_speed_generic", {
         "command": "python bench/train_speed.py " + " ".join(sys.argv[1:]),
         "threads": torch.get_num_threads(), "batch_clips": batch,
@@ -99,6 +103,7 @@ def generic(args) -> int:
         "precision": "bf16 autocast" if torch.cuda.is_available() else "fp32",
         "default_steps": DEFAULT_STEPS, "steps": args.steps, "repeats": args.repeats,
         "results": results,
+        **({"more_batches": by_batch} if by_batch else {}),
     })
     print(f"wrote {path}", file=sys.stderr)
     return 0
@@ -115,6 +120,8 @@ def main() -> int:
                     help="time the generic trainer for this architecture (repeatable)")
     ap.add_argument("--size", type=int, default=None, help="with --arch: resolution")
     ap.add_argument("--preset", default=None, help="with --arch: the architecture's preset")
+    ap.add_argument("--more-batches", default="", metavar="B,B",
+                    help="with --arch: also time these batch sizes (under 'more_batches')")
     args = ap.parse_args()
     if args.arch:
         if args.threads:

@@ -36,6 +36,23 @@ def test_time_boxes_add_up_to_eight_minutes():
     assert all(s.box >= 10 for s in kit.STEPS)
 
 
+def test_the_train_suite_plan_fits_the_lease():
+    """--suite train (issue #18): the training paths alone; its boxes, the call's timeout and
+    what comes back within the device's rules, and its plan passes as the default's does."""
+    su = kit.SUITES["train"]
+    assert [s.name for s in su.steps] == ["wheels", "source", "facts", "train_speed_generic",
+                                          "train_shapes"]
+    assert kit.budget(su.steps) <= su.total_s and su.total_s + 30 <= su.timeout_s <= 600
+    outs = kit.expected_outputs("gpu", su.steps)
+    assert set(outs) == {"record.json", "logs.txt", "train_speed_generic-gpu.json",
+                         "train_shapes-gpu.json", "train_shapes-gpu.tar.gz"}
+    assert all(kit.OUT_NAME.match(o) for o in outs) and len(outs) <= 8
+    p = subprocess.run(["bash", "bench/gpu/run.sh", "--plan", "--suite", "train"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip().endswith("plan: ok"), p.stdout + p.stderr
+    assert "bash bench/gpu/run.sh --suite train, carry ['.whl'], timeout_s 590" in p.stdout
+
+
 def test_wheels_are_exact_and_within_budget():
     wheels = kit.read_wheels()
     assert sum(w.size for w in wheels) <= 60 * 2**20

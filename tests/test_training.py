@@ -396,19 +396,25 @@ def _own_caption_loss(tr: AdversarialTrainer, ts) -> float:
 @pytest.mark.slow
 def test_contrastive_training_makes_real_clips_fit_their_own_captions(tmp_path, dataset):
     """200 steps with and without the contrastive loss (and no other caption negatives), from
-    the same start: with it, the discriminator's loss of the data clips' own captions against
-    the others (log 8 = 2.08 for one that cannot tell the captions apart) falls well below
-    where it started and below where it ends without it."""
-    after = {}
-    for weight in (0.0, 1.0):
-        cfg = settings(tmp_path / str(weight), dataset, arch="stylegan-v", contrastive=weight,
-                       matching=False, d_width=8, d_dim=16)
-        tr = AdversarialTrainer.create(cfg.validate(), dataset[2])
-        before = _own_caption_loss(tr, dataset[2])
-        rows = [tr.step(s) for s in range(1, 201)]
-        assert all(np.isfinite(v) for row in rows for v in row.values())
-        after[weight] = _own_caption_loss(tr, dataset[2])
-    assert after[1.0] < 0.75 * before and after[1.0] < after[0.0] - 0.15, (before, after)
+    the same start, for three seeds: with it, the discriminator's loss of the data clips' own
+    captions against the others (log 8 = 2.08 for one that cannot tell the captions apart)
+    falls well below where it started and below where it ends without it, on average over the
+    seeds. One seed is not enough: 200 adversarial steps end differently on different CPUs
+    (the same seed gave a difference of 0.34 here and 0.14 on CI's machine; seeds 0 to 5 gave
+    0.16 to 0.37 here, and the contrastive run's own loss 1.26 to 1.56)."""
+    before, after = [], {0.0: [], 1.0: []}
+    for seed in (0, 1, 2):
+        for weight in (0.0, 1.0):
+            cfg = settings(tmp_path / f"{seed}-{weight}", dataset, arch="stylegan-v",
+                           contrastive=weight, matching=False, d_width=8, d_dim=16, seed=seed)
+            tr = AdversarialTrainer.create(cfg.validate(), dataset[2])
+            before.append(_own_caption_loss(tr, dataset[2]))
+            rows = [tr.step(s) for s in range(1, 201)]
+            assert all(np.isfinite(v) for row in rows for v in row.values())
+            after[weight].append(_own_caption_loss(tr, dataset[2]))
+    start, with_, without = (float(np.mean(x)) for x in (before, after[1.0], after[0.0]))
+    assert start == pytest.approx(np.log(8), abs=0.05), before
+    assert with_ < 0.75 * start and with_ < without - 0.1, (before, after)
 
 
 def _colour_shape_set(folder, ts):

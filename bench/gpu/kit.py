@@ -85,6 +85,7 @@ class Step:
     dry_box: int           # seconds in the dry run (2-core CPU machine)
     what: str
     output: str | None = None          # the file it leaves in $OUT ({kind}: gpu or cpu)
+    extra: tuple[str, ...] = ()        # more files it leaves there (not summarised)
     needs_cuda: bool = False
     first_signal: int = signal.SIGTERM
     early: float = 0.0     # first signal to the leader alone, this long before the box
@@ -108,6 +109,36 @@ STEPS = [
          output="train_speed-{kind}.json"),
     Step("probes", 15, 60, "what NVENC, TensorRT and every backend say here, verbatim; doctor"),
 ]
+# The train suite (issue #18: --suite train): the training paths alone, for a lease that
+# goes to training. No nvcc build (training needs neither the NVENC module nor an install):
+# the source is mapped as a failed build would leave it.
+TRAIN_STEPS = [
+    Step("wheels", 10, 60, "the carried wheels into the install target (pip --no-index)"),
+    Step("source", 5, 20, "t2v_rt/ and kernels/ from the working tree (no build: training needs "
+         "no native module)"),
+    Step("facts", 20, 60, "nvidia-smi, the device (name, CC, memory, clocks), versions"),
+    Step("train_speed_generic", 45, 150, "bench/train_speed.py --arch stylegan-v --arch mocogan: "
+         "the generic trainer's step at batches 8, 32, 128, bf16 autocast on CUDA", output="train_speed_generic-{kind}.json"),
+    Step("train_shapes", 432, 240, "bench/gpu/train_shapes.py: render 5,000 clips, train "
+         "stylegan-v at batches 32, 64, 128 side by side (eval: back here, on the returned "
+         "generators)",
+         output="train_shapes-{kind}.json", extra=("train_shapes-{kind}.tar.gz",),
+         first_signal=signal.SIGINT, early=0),
+]
+
+
+@dataclass
+class Suite:
+    steps: list[Step]
+    total_s: int           # the boxes, grace periods and finish add up to at most this
+    timeout_s: int         # the run call's timeout_s: total_s + slack for the tool
+    command: str
+
+
+SUITES = {
+    "kit": Suite(STEPS, TOTAL_S, DEVICE_TIMEOUT_S, DEVICE_COMMAND),
+    "train": Suite(TRAIN_STEPS, 540, 590, DEVICE_COMMAND + " --suite train"),
+}
 RECORD, LOGS = "record.json", "logs.txt"
 
 
@@ -116,8 +147,9 @@ def budget(steps=STEPS, dry: bool = False) -> int:
     return sum((s.dry_box if dry else s.box) + KILL_GRACE_S for s in steps) + FINISH_S
 
 
-def expected_outputs(kind: str) -> list[str]:
-    return [RECORD, LOGS] + [s.output.format(kind=kind) for s in STEPS if s.output]
+def expected_outputs(kind: str, steps=STEPS) -> list[str]:
+    return [RECORD, LOGS] + [o.format(kind=kind) for s in steps
+                             for o in ((s.output,) if s.output else ()) + s.extra]
 
 
 # --- wheels -------------------------------------------------------------------------------------
@@ -437,10 +469,12 @@ def _reap(group: int) -> None:
 
 
 class Kit:
-    def __init__(self, out: Path, dry: bool, work: Path):
+    def __init__(self, out: Path, dry: bool, work: Path, suite: str = "kit"):
         self.out, self.dry, self.work = out, dry, work
+        self.suite_name, self.suite = suite, SUITES[suite]
+        self.steps = self.suite.steps
         self.start = time.monotonic()
-        self.deadline = self.start + (budget(dry=True) if dry else TOTAL_S)
+        self.deadline = self.start + (budget(self.steps, dry=True) if dry else self.suite.total_s)
         self.site, self.target = work / "site", work / "t2v"
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -528,6 +562,18 @@ class Kit:
                     "--skip", "torch-compile-fp16", "--budget-s", str(spare)]
         if step.name == "encoders":
             return [py, bench, "--frames", "16" if d else "96", "--batch", "8" if d else "16"]
+        if step.name == "source":
+            return [py, "-c", "pass"]
+        if step.name == "train_speed_generic":
+            bench = str(ROOT / "bench" / "train_speed.py")
+            if d:
+                return [py, bench, "--arch", "stylegan-v", "--arch", "mocogan", "--steps", "1",
+                        "--repeats", "1"]
+            return [py, bench, "--arch", "stylegan-v", "--arch", "mocogan", "--steps", "10",
+                    "--repeats", "3", "--more-batches", "32,128"]
+        if step.name == "train_shapes":
+            script = str(KIT / "train_shapes.py")
+            return [py, script, "--budget-s", str(max(10, int(box) - 12)), *(["--dry-run"] if d else [])]
         if step.name == "train_speed":
             if d:
                 return [py, bench, "--steps", "1", "--repeats", "1", "--batch", "2"]
@@ -545,11 +591,11 @@ class Kit:
 
     # --- running ---
     def run(self) -> int:
-        log(f"{'dry run' if self.dry else 'device run'}: {len(STEPS)} steps, at most "
+        log(f"{'dry run' if self.dry else 'device run'} ({self.suite_name}): {len(self.steps)} steps, at most "
             f"{(self.deadline - self.start):.0f} s; commit {self.commit['commit']}; results in {self.out}")
         if self.dry:
             self.image_standin()
-        for step in STEPS:
+        for step in self.steps:
             self.results.append(self.run_step(step))
             self.write_record()
         checks = self.finish()
@@ -663,17 +709,44 @@ class Kit:
             self.env["T2V_RT_REQUIRE_NATIVE"] = "1"
             r.note = f"{native[0].name}, sm_{CUDA_ARCHS}"
         else:
-            # The run goes on from source: the package as the wheel lays it out, without
-            # the native module (kernels/ mapped to t2v_rt/kernels, as bench/common does).
-            shutil.rmtree(self.target, ignore_errors=True)
-            shutil.copytree(ROOT / "t2v_rt", self.target / "t2v_rt",
-                            ignore=shutil.ignore_patterns("__pycache__", "*.so"))
-            shutil.copytree(ROOT / "kernels", self.target / "t2v_rt" / "kernels",
-                            ignore=shutil.ignore_patterns("__pycache__"))
+            self.map_source()
             info["mode"] = "from source (the build failed): no NVENC module"
             self.env.pop("T2V_RT_REQUIRE_NATIVE", None)   # the encoder tests then skip, saying why
             r.note = "continuing from source"
         self.install["build"] = info
+
+    def map_source(self) -> None:
+        """The package as the wheel lays it out, without the native module (kernels/ mapped to
+        t2v_rt/kernels, as bench/common does)."""
+        shutil.rmtree(self.target, ignore_errors=True)
+        shutil.copytree(ROOT / "t2v_rt", self.target / "t2v_rt",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+        shutil.copytree(ROOT / "kernels", self.target / "t2v_rt" / "kernels",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+
+    def after_source(self, r: Result, logfile: Path) -> None:
+        self.map_source()
+        self.install["build"] = {"target": str(self.target), "nvenc_module": None, "kernels": True,
+                                 "mode": "from source (suite train: no build)"}
+        r.note = "t2v_rt/ and kernels/ mapped; no NVENC module (not built in this suite)"
+
+    def after_train_speed_generic(self, r: Result, logfile: Path) -> None:
+        d = self.bench_json(r)
+        if d:
+            r.note = f"{d['precision']}, batch {d['batch_clips']}: " + ", ".join(
+                f"{k} {v['clips_per_s']:.0f} clips/s" for k, v in d["results"].items())
+
+    def after_train_shapes(self, r: Result, logfile: Path) -> None:
+        d = self.bench_json(r)
+        if not d:
+            return
+        parts = []
+        for name, row in d.get("runs", {}).items():
+            ev, sp = row.get("eval") or {}, row.get("speed") or {}
+            acc = "; ".join(f"{g} shape {v['accuracy']['shape']:.0%} speed {v['accuracy']['speed']:.0%}"
+                            for g, v in ev.items() if isinstance(v, dict))
+            parts.append(f"{name} {sp.get('steps', '?')} steps {acc or 'no eval'}")
+        r.note = " | ".join(parts) or "no run finished"
 
     def after_facts(self, r: Result, logfile: Path) -> None:
         try:
@@ -775,7 +848,7 @@ class Kit:
                 "source_digest": self.commit["source_digest"], "date": utc()}
 
     def write_record(self, checks: list[str] | None = None) -> None:
-        record = {"kit": "bench/gpu/kit.py (issue #13)", "mode": "dry-run" if self.dry else "device",
+        record = {"kit": "bench/gpu/kit.py (issue #13)", "suite": self.suite_name, "mode": "dry-run" if self.dry else "device",
                   "environment": self.environment(), "facts": self.facts, "install": self.install,
                   "probes": self.probes, "time_budget_s": int(self.deadline - self.start),
                   "elapsed_s": round(time.monotonic() - self.start, 1),
@@ -786,7 +859,7 @@ class Kit:
 
     def write_logs(self) -> None:
         with open(self.out / LOGS, "wb") as out:
-            for step in STEPS:
+            for step in self.steps:
                 p = self.logs / f"{step.name}.log"
                 if not p.exists():
                     continue
@@ -799,12 +872,13 @@ class Kit:
     def finish(self) -> list[str]:
         self.write_record()
         checks = check_out(self.out) + check_records(self.out)
-        allowed = set(expected_outputs(self.kind))
+        allowed = set(expected_outputs(self.kind, self.steps))
         extra = sorted(p.name for p in self.out.iterdir() if p.name not in allowed)
         if extra:
             checks.append(f"unexpected files in $OUT: {', '.join(extra)}")
-        if budget() > TOTAL_S:
-            checks.append(f"the device time boxes add up to {budget()} s, over {TOTAL_S} s")
+        if budget(self.steps) > self.suite.total_s:
+            checks.append(f"the device time boxes add up to {budget(self.steps)} s, over "
+                          f"{self.suite.total_s} s")
         if time.monotonic() - self.start > self.deadline - self.start + 2:
             checks.append(f"the run took {time.monotonic() - self.start:.0f} s, over its "
                           f"{self.deadline - self.start:.0f} s")
@@ -828,7 +902,7 @@ class Kit:
         print()
         print(f"GPU kit ({record['mode']}), {record['environment']['device']}, commit "
               f"{self.commit['commit']}, {record['elapsed_s']} s of {record['time_budget_s']} s "
-              f"(device time boxes: {budget()} s of {TOTAL_S} s)")
+              f"(suite {self.suite_name}; device time boxes: {budget(self.steps)} s of {self.suite.total_s} s)")
         if p:
             print(f"  NVENC probe: {p.get('nvenc')}")
             print(f"  tensorrt backend: {p.get('tensorrt_create')}")
@@ -939,23 +1013,25 @@ def probes(path: Path) -> int:
 
 # --- plan -------------------------------------------------------------------------------------
 
-def plan(dry: bool) -> int:
+def plan(dry: bool, suite: str = "kit") -> int:
     """The step table, the time budget, the wheels against their budget, the $OUT rules, the
     call's size: everything checkable without running a step."""
     problems = []
-    print(f"GPU kit plan ({'dry run' if dry else 'device'}): {DEVICE_COMMAND}, carry {DEVICE_CARRY}, "
-          f"timeout_s {DEVICE_TIMEOUT_S}")
-    print(f"{'step':13s} {'box s':>5s} {'dry s':>5s}  output / what")
-    for s in STEPS:
-        print(f"{s.name:13s} {s.box:5d} {s.dry_box:5d}  {(s.output or '-').format(kind='gpu')}: {s.what}")
-    total = budget()
-    print(f"time: boxes {sum(s.box for s in STEPS)} s + {len(STEPS)} x {KILL_GRACE_S} s kill grace + "
-          f"{FINISH_S} s finish = {total} s (limit {TOTAL_S} s; the call's timeout_s {DEVICE_TIMEOUT_S})")
-    if total > TOTAL_S:
-        problems.append(f"time boxes add up to {total} s, over {TOTAL_S} s")
-    if DEVICE_TIMEOUT_S < TOTAL_S + 30 or DEVICE_TIMEOUT_S > 600:
-        problems.append(f"timeout_s {DEVICE_TIMEOUT_S} leaves no slack over {TOTAL_S} s, or is over 600")
-    if len(DEVICE_COMMAND) > 2000:
+    su = SUITES[suite]
+    steps = su.steps
+    print(f"GPU kit plan, suite {suite} ({'dry run' if dry else 'device'}): {su.command}, carry "
+          f"{DEVICE_CARRY}, timeout_s {su.timeout_s}")
+    print(f"{'step':19s} {'box s':>5s} {'dry s':>5s}  output / what")
+    for s in steps:
+        print(f"{s.name:19s} {s.box:5d} {s.dry_box:5d}  {(s.output or '-').format(kind='gpu')}: {s.what}")
+    total = budget(steps)
+    print(f"time: boxes {sum(s.box for s in steps)} s + {len(steps)} x {KILL_GRACE_S} s kill grace + "
+          f"{FINISH_S} s finish = {total} s (limit {su.total_s} s; the call's timeout_s {su.timeout_s})")
+    if total > su.total_s:
+        problems.append(f"time boxes add up to {total} s, over {su.total_s} s")
+    if su.timeout_s < su.total_s + 30 or su.timeout_s > 600:
+        problems.append(f"timeout_s {su.timeout_s} leaves no slack over {su.total_s} s, or is over 600")
+    if len(su.command) > 2000:
         problems.append("the run command is over 2000 characters")
     try:
         wheels = read_wheels()
@@ -983,7 +1059,7 @@ def plan(dry: bool) -> int:
               f"MiB = {travels / MIB:.1f} MiB (limit {TREE_BUDGET // MIB} MiB)")
         if travels > TREE_BUDGET:
             problems.append(f"{travels / MIB:.1f} MiB would travel, over {TREE_BUDGET // MIB} MiB")
-    outs = expected_outputs("gpu")
+    outs = expected_outputs("gpu", steps)
     print(f"$OUT: {', '.join(outs)} ({len(outs)} files of {OUT_MAX_FILES}, none in folders)")
     if len(outs) > OUT_MAX_FILES or any(not OUT_NAME.match(o) for o in outs):
         problems.append("the $OUT layout breaks its rules")
@@ -1026,7 +1102,7 @@ def collect(src: Path, dest: Path) -> int:
     dest.mkdir(parents=True, exist_ok=True)
     names = {RECORD: f"gpu_kit-{slug}.json", LOGS: f"gpu_kit-{slug}.log", "tests.xml": f"gpu_kit_tests-{slug}.xml"}
     for p in sorted(src.iterdir()):
-        new = names.get(p.name) or re.sub(r"-(gpu|cpu)\.json$", f"-{slug}.json", p.name)
+        new = names.get(p.name) or re.sub(r"-(gpu|cpu)(\.json|\.tar\.gz)$", rf"-{slug}\2", p.name)
         shutil.copyfile(p, dest / new)
         print(f"{p.name} -> {(dest / new).relative_to(ROOT) if dest.is_relative_to(ROOT) else dest / new}")
     return 0
@@ -1055,9 +1131,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None,
                     help="where results go (default $OUT; in a dry run a fresh temporary folder)")
     ap.add_argument("--keep-work", action="store_true", help="keep the work folder (install target, logs)")
+    ap.add_argument("--suite", choices=sorted(SUITES), default="kit",
+                    help="kit (default): every GPU path (issue #13); train: the training paths "
+                         "alone (issue #18: training speed, the shapes proof trained on the GPU)")
     args = ap.parse_args(argv)
     if args.plan:
-        return plan(args.dry_run)
+        return plan(args.dry_run, args.suite)
     out = args.out or (Path(os.environ["OUT"]) if os.environ.get("OUT") else None)
     if out is None:
         if not args.dry_run:
@@ -1070,7 +1149,7 @@ def main(argv=None) -> int:
         return 2
     work = Path(tempfile.mkdtemp(prefix="t2v-rt-kit-work-"))
     try:
-        return Kit(out.resolve(), args.dry_run, work).run()
+        return Kit(out.resolve(), args.dry_run, work, args.suite).run()
     finally:
         if args.keep_work:
             log(f"work folder kept: {work}")
