@@ -64,15 +64,22 @@ def generic(args) -> int:
 
     from t2v_rt.data import open_training_set
     from t2v_rt.models.shapes.dataset_folder import render_shapes
-    from t2v_rt.training.trainer import DEFAULT_STEPS, AdversarialConfig, AdversarialTrainer
+    from t2v_rt.training.trainer import (
+        DEFAULT_STEPS, AdversarialConfig, AdversarialTrainer, apply_model_settings)
 
-    base = AdversarialConfig()
+    def config(**kw) -> AdversarialConfig:
+        cfg = AdversarialConfig(**kw)
+        apply_model_settings(cfg, args.set)      # as `t2v-rt train --set KEY=VALUE`
+        return cfg
+
+    base = config()
     size = args.size or base.size
     batch = args.batch or base.batch_size
     results = {}
     with tempfile.TemporaryDirectory(prefix="t2v-rt-bench-train-") as tmp:
         t0 = time.perf_counter()
         render_shapes(Path(tmp) / "shapes", 64, seed=0, size=size, seconds=base.frames / 15)
+        # (with --set, the recipe's own frames, clip_frames, strides and losses are timed)
         ts = open_training_set(Path(tmp) / "shapes", frames=base.frames, size=size,
                                cache_dir=Path(tmp) / "cache")
         print(f"dataset: {len(ts)} clips x {ts.frames} frames, {size}x{size} "
@@ -82,9 +89,8 @@ def generic(args) -> int:
         for b in [batch, *more]:
             rows = results if b == batch else by_batch.setdefault(str(b), {})
             for arch in args.arch:
-                cfg = AdversarialConfig(data=str(Path(tmp) / "shapes"), arch=arch, size=size,
-                                        batch_size=b, threads=args.threads,
-                                        preset=args.preset or base.preset)
+                cfg = config(data=str(Path(tmp) / "shapes"), arch=arch, size=size, batch_size=b,
+                             threads=args.threads, preset=args.preset or base.preset)
                 tr = AdversarialTrainer.create(cfg, data=ts)
                 s = time_steps(tr.step, 0, args.steps, args.repeats, tr.device)
                 n_g = sum(p.numel() for p in tr.G.parameters())
@@ -96,9 +102,10 @@ def generic(args) -> int:
                 print(f"{arch:>12} batch {b:4d}: {1e3 * s:8.1f} ms/step  {b / s:7.1f} clips/s  "
                       f"{DEFAULT_STEPS} steps in {DEFAULT_STEPS * s / 60:5.1f} min "
                       f"({n_g / 1e6:.2f}M params)", file=sys.stderr)
-    path = write_result("train_speed_generic", {
+    path = write_result(args.name, {
         "command": "python bench/train_speed.py " + " ".join(sys.argv[1:]),
         "threads": torch.get_num_threads(), "batch_clips": batch,
+        **({"settings": args.set} if args.set else {}),
         "clip_frames": base.clip_frames, "resolution": size, "preset": args.preset or base.preset,
         "precision": "bf16 autocast" if torch.cuda.is_available() else "fp32",
         "default_steps": DEFAULT_STEPS, "steps": args.steps, "repeats": args.repeats,
@@ -120,6 +127,11 @@ def main() -> int:
                     help="time the generic trainer for this architecture (repeatable)")
     ap.add_argument("--size", type=int, default=None, help="with --arch: resolution")
     ap.add_argument("--preset", default=None, help="with --arch: the architecture's preset")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --arch: a training setting or architecture field, as `t2v-rt train "
+                         "--set` (repeatable; e.g. a model card's recipe)")
+    ap.add_argument("--name", default="train_speed_generic",
+                    help="with --arch: the result's name (bench/results/NAME-{cpu,gpu}.json)")
     ap.add_argument("--more-batches", default="", metavar="B,B",
                     help="with --arch: also time these batch sizes (under 'more_batches')")
     args = ap.parse_args()
