@@ -311,21 +311,25 @@ def git_commit() -> str | None:
 
 
 def commit_info() -> dict:
-    """The commit this run is of: $T2V_RT_COMMIT, else git, else .whl/COMMIT (written by
-    fetch-wheels.sh) when the source digest still matches it."""
+    """The commit this run is of: $T2V_RT_COMMIT, else .whl/COMMIT (written by
+    fetch-wheels.sh) when the source digest matches it, else git. .whl/COMMIT comes first: the
+    device's copy of the tree once had a .git whose HEAD was a commit of a day before (the
+    run of 2026-12-04 said 43cad04-dirty; its source digest was that of 99a52db)."""
     digest = source_digest()
     if os.environ.get("T2V_RT_COMMIT"):
         return {"commit": os.environ["T2V_RT_COMMIT"], "source": "T2V_RT_COMMIT", "source_digest": digest}
-    sha = git_commit()
-    if sha:
-        return {"commit": sha, "source": "git", "source_digest": digest}
     try:
         carried = json.loads(COMMIT_FILE.read_text())
     except (OSError, ValueError):
-        return {"commit": "unknown", "source": "no git, no .whl/COMMIT", "source_digest": digest}
-    if carried.get("source_digest") == digest:
+        carried = None
+    if carried and carried.get("source_digest") == digest:
         return {"commit": carried["commit"], "source": ".whl/COMMIT, source digest matches",
                 "source_digest": digest}
+    sha = git_commit()
+    if sha:
+        return {"commit": sha, "source": "git", "source_digest": digest}
+    if not carried:
+        return {"commit": "unknown", "source": "no git, no .whl/COMMIT", "source_digest": digest}
     return {"commit": f"{carried['commit']}+changes", "source_digest": digest,
             "source": f".whl/COMMIT of {carried.get('written')}: the source changed since "
                       "(run bash bench/gpu/fetch-wheels.sh right before the call)"}
@@ -1112,6 +1116,9 @@ def collect(src: Path, dest: Path) -> int:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "commit":           # what bench/gpu/recipe_speed.sh records
+        print(commit_info()["commit"])
+        return 0
     if argv and argv[0] in ("facts", "probes"):
         return {"facts": facts, "probes": probes}[argv[0]](Path(argv[1]))
     if argv and argv[0] == "collect":

@@ -16,6 +16,9 @@ if [ -d .whl ] && ! "$py" -c "import av" 2>/dev/null; then
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} T2V_RT_RESULTS=${OUT:?set OUT} PYTHONUNBUFFERED=1
+# The device's copy of the tree can carry a stale .git: the commit of .whl/COMMIT when the
+# source digest matches it (refresh it with bash bench/gpu/fetch-wheels.sh before the call).
+T2V_RT_COMMIT=${T2V_RT_COMMIT:-$("$py" bench/gpu/kit.py commit)}; export T2V_RT_COMMIT
 RECIPE=(--set latent_dim=32 --set text_dim=32 --set w_dim=64 --set motion_dim=32
         --set lr_g=0.001 --set lr_d=0.001 --set frames=36 --set clip_frames=6 --set min_stride=3
         --set max_stride=3 --set contrastive=1 --set time_modulation=features
