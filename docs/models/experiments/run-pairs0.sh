@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# "pairs0": the recipe of run-stem2.sh (the shipped stylegan-v-shapes-minilm) with hard
+# minimal-pair negatives from the first step instead of from minute 45
+# (docs/models/stylegan-v-shapes.md, "Hard pairs from the first step"): minimal_pairs=1,
+# minimal_pair_draws=8 throughout; lr_d=0.001 for 45 minutes (in two legs of 20 and 25, the
+# corner probe after each), then resumed for 50 at lr_d=0.0003 as run-stem2.sh's second
+# phase: 95 minutes of training on both cores. Then the corner probe, the generator probe,
+# the discriminators' shape score and a 300-sample eval. Run from the repository root after
+# pip install ".[pretrained,torch]" and t2v-rt export-text-encoder.
+set -euo pipefail
+DATA=${DATA:-shapes5k-long}
+RUNS=${RUNS:-runs-pairs0}
+. "$(dirname "$0")/fixed-stride-recipe.sh"
+COMMON+=(--set coordinates=absolute --set d_stem=2 --set threads=2
+         --set minimal_pairs=1 --set minimal_pair_draws=8)
+last() { ls "$1"/checkpoint-*.safetensors | tail -1; }
+t2v-rt train "${COMMON[@]}" --minutes 20 --set name=pairs0
+run=$(ls -d "$RUNS"/*-pairs0)
+python docs/models/experiments/corner_probe.py "$(last "$run")"
+t2v-rt train --resume "$run" --minutes 25 --steps 100000
+python docs/models/experiments/corner_probe.py "$(last "$run")"
+python docs/models/experiments/speed_shape_probe.py "$run/generator.safetensors"
+hard_pairs_and_score "$run" 50 docs/models/experiments/eval-pairs0.json
+python docs/models/experiments/corner_probe.py "$(last "$run")"
