@@ -156,3 +156,16 @@ def test_the_summary_line_of_an_error_is_the_one_that_says_most():
     assert kit.headline(pip) == "╰─> ModuleNotFoundError: No module named 'scikit_build_core'"
     assert kit.headline("a\n[kit] time box of 30 s reached: stopped\n") == "[kit] time box of 30 s reached: stopped"
     assert kit.headline("one\ntwo\n") == "two"
+
+
+def test_train_shapes_refuses_a_machine_without_cuda_in_one_line(tmp_path):
+    """bench/gpu/train_shapes.py (the train suite's last step) is the GPU run: without CUDA
+    and without --dry-run it says so in one line and exits 2, before it renders anything."""
+    p = subprocess.run([sys.executable, "bench/gpu/train_shapes.py", "--budget-s", "30",
+                        "--work", str(tmp_path / "w")], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().splitlines() == [
+        "[train_shapes] no CUDA device visible to torch: this is the GPU run (--dry-run "
+        "rehearses it on a CPU)"]
+    assert not (tmp_path / "w").exists()
