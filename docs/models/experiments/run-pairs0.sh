@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# "pairs0": the recipe of run-stem2.sh (the shipped stylegan-v-shapes-minilm) with hard
+# "pairs0", shipped as stylegan-v-shapes-minilm: the recipe of run-stem2.sh with hard
 # minimal-pair negatives from the first step instead of from minute 45
 # (docs/models/stylegan-v-shapes.md, "Hard pairs from the first step"): minimal_pairs=1,
 # minimal_pair_draws=8 throughout; lr_d=0.001 for 45 minutes (in two legs of 20 and 25, the
@@ -22,3 +22,14 @@ python docs/models/experiments/corner_probe.py "$(last "$run")"
 python docs/models/experiments/speed_shape_probe.py "$run/generator.safetensors"
 hard_pairs_and_score "$run" 50 docs/models/experiments/eval-pairs0.json
 python docs/models/experiments/corner_probe.py "$(last "$run")"
+# Ship it as stylegan-v-shapes-minilm (docs/models/stylegan-v-shapes.md, "Reproduce"):
+# cp "$run/generator.safetensors" t2v_rt/weights/stylegan-v-shapes-minilm.safetensors
+# cp "$run/generator.json" t2v_rt/weights/stylegan-v-shapes-minilm.json
+# t2v-rt export-onnx --model stylegan-v-shapes-minilm --precision fp32 --force \
+#     --out t2v_rt/weights/stylegan-v-shapes-minilm-onnx
+# t2v-rt eval --model stylegan-v-shapes-minilm --samples 600 \
+#     --json docs/models/eval-stylegan-v-shapes-minilm.json
+# t2v-rt eval --model stylegan-v-shapes-minilm --prompts unseen-words --samples 300 \
+#     --long-run 0 --json docs/models/eval-stylegan-v-shapes-minilm-unseen-words.json
+# python docs/make_figures.py --model stylegan-v-shapes-minilm \
+#     --out docs/models/stylegan-v-shapes-minilm-strip.png
