@@ -89,8 +89,9 @@ def generic(args) -> int:
         for b in [batch, *more]:
             rows = results if b == batch else by_batch.setdefault(str(b), {})
             for arch in args.arch:
-                cfg = config(data=str(Path(tmp) / "shapes"), arch=arch, size=size, batch_size=b,
+                cfg = config(data=str(Path(tmp) / "shapes"), arch=arch, size=size,
                              threads=args.threads, preset=args.preset or base.preset)
+                cfg.batch_size = b          # the batch timed, whatever --set said
                 tr = AdversarialTrainer.create(cfg, data=ts)
                 s = time_steps(tr.step, 0, args.steps, args.repeats, tr.device)
                 n_g = sum(p.numel() for p in tr.G.parameters())
