@@ -13,19 +13,9 @@
 # Here (CPU): OUT=/tmp/x bash bench/gpu/cuda_check.sh --cpu (the same steps on the CPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-py=${PYTHON:-python3}
 dev=cuda; [ "${1:-}" = --cpu ] && dev=cpu
-out=${OUT:?set OUT}
-work=$(mktemp -d)
-if [ -d .whl ] && ! "$py" -c "import av" 2>/dev/null; then
-    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target "$work/site" .whl/*.whl || exit 1
-fi
-# the package as the wheel lays it out (kernels/ inside t2v_rt/), as the GPU kit maps it
-mkdir -p "$work/t2v" && cp -r t2v_rt "$work/t2v/" && cp -r kernels "$work/t2v/t2v_rt/kernels"
-export PYTHONPATH="$work/t2v:$work/site:$PWD/bench${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 \
-       T2V_RT_RESULTS="$out" T2V_RT_CACHE="$work/cache"
-T2V_RT_COMMIT=${T2V_RT_COMMIT:-$("$py" bench/gpu/kit.py commit)}; export T2V_RT_COMMIT
+out=$OUT
+. bench/gpu/device-env.sh
 rc=0
 {
     echo "== cuda_parity ($dev)"

@@ -39,16 +39,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import environment, write_result  # noqa: E402
+from common import write_result  # noqa: E402
 
-RECIPE = ["--arch", "stylegan-v", "--steps", "1000000",
-          "--set", "latent_dim=32", "--set", "text_dim=32", "--set", "w_dim=64",
+# The recipe of docs/models/experiments/run-stem2.sh and run-pairs0.sh (fixed-stride-recipe.sh's
+# settings, coordinates=absolute, d_stem=2) without its text encoder: the learned vocabulary.
+# bench/gpu/recipe_speed.sh times the same step (--print-recipe).
+RECIPE = ["--set", "latent_dim=32", "--set", "text_dim=32", "--set", "w_dim=64",
           "--set", "motion_dim=32", "--set", "lr_g=0.001", "--set", "lr_d=0.001",
           "--set", "frames=36", "--set", "clip_frames=6", "--set", "min_stride=3",
           "--set", "max_stride=3", "--set", "contrastive=1", "--set", "time_modulation=features",
           "--set", "speed_negatives=1", "--set", "augment=false",
           "--set", "channels=[64,64,32,32,16]", "--set", "coordinates=absolute",
-          "--set", "d_stem=2", "--set", "sample_every=0", "--set", "checkpoint_every=5000"]
+          "--set", "d_stem=2"]
+RUN_FLAGS = ["--arch", "stylegan-v", "--steps", "1000000", "--set", "sample_every=0",
+             "--set", "checkpoint_every=5000"]
 PHASE2 = ["--set", "minimal_pairs=1", "--set", "minimal_pair_draws=8", "--set", "lr_d=0.0003"]
 PHASE1_SHARE = 45 / 95             # run-stem2.sh: 45 minutes, then 50 with minimal pairs
 FRAMES, SIZE = 36, 64
@@ -146,9 +150,15 @@ def main(argv=None) -> int:
                          "training and the returned generators are scored back here; 40 in --dry-run)")
     ap.add_argument("--threads", type=int, default=4, help="CPU threads per training run")
     ap.add_argument("--work", type=Path, default=None, help="data, cache and runs (default: a temp folder)")
+    ap.add_argument("--print-recipe", type=int, choices=(1, 2), default=None, metavar="PHASE",
+                    help="print the recipe's --set arguments of phase 1 or 2 (with its minimal "
+                         "pairs), one a line, and exit")
     ap.add_argument("--dry-run", action="store_true",
                     help="the rehearsal on a CPU: 48 clips, 40 eval samples, device cpu")
     args = ap.parse_args(argv)
+    if args.print_recipe:
+        print("\n".join(RECIPE + (PHASE2 if args.print_recipe == 2 else [])))
+        return 0
     deadline = T0 + args.budget_s
     import tempfile
 
@@ -219,7 +229,7 @@ def main(argv=None) -> int:
     record["training_s_planned"] = round(train_s, 1)
     common = ["--data", data, "--set", f"cache_dir={cache}",
               "--set", f"threads={args.threads}", "--set", f"device={'cuda' if cuda else 'cpu'}",
-              *RECIPE]
+              *RUN_FLAGS, *RECIPE]
     procs = []
     for b in batches:
         name = f"b{b}"
@@ -258,7 +268,6 @@ def main(argv=None) -> int:
     for name, p, rec in procs:
         r.wait(p, rec, r.left())
         record["runs"][name]["eval"] = accuracies(work / f"eval-{name}.json")
-    record["environment_check"] = environment()["device"]
     return finish()
 
 
