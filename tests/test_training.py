@@ -608,6 +608,26 @@ def test_speed_negatives_are_the_same_clips_at_twice_or_half_the_speed(tmp_path,
     assert all(np.isfinite(v) for v in row.values())
 
 
+@pytest.mark.parametrize("frame_weight", [1.0, 3.0, 0.0])
+def test_frame_weight_weighs_the_frame_discriminators_terms_in_the_generators_loss(
+        tmp_path, dataset, monkeypatch, frame_weight):
+    """frame_weight multiplies the frame discriminator's adversarial and contrastive terms of
+    the generator's loss, and nothing else: each term read as 1, the loss is
+    frame_weight + 1 + contrastive x (frame_weight + 1)."""
+    from t2v_rt.training import trainer as T
+
+    kw = {} if frame_weight == 1.0 else {"frame_weight": frame_weight}
+    cfg = settings(tmp_path, dataset, arch="stylegan-v", contrastive=0.5, d_width=8, d_dim=16,
+                   **kw)
+    assert cfg.frame_weight == frame_weight
+    tr = AdversarialTrainer.create(cfg.validate(), dataset[2])
+    one = lambda x, *rest: x.sum() * 0 + 1  # noqa: E731 (keeps the graph)
+    monkeypatch.setattr(T, "g_loss", one)
+    monkeypatch.setattr(T, "contrastive_loss", one)
+    row = tr.step(1)
+    assert row["g"] == pytest.approx(frame_weight + 1 + 0.5 * (frame_weight + 1))
+
+
 def test_min_stride_bounds_the_clip_spacing_and_may_fix_it(tmp_path, dataset):
     """plan(): strides from min_stride to max_stride (capped by the data clips); equal bounds
     give one spacing always, and the times follow it; min_stride above max_stride is refused."""

@@ -156,6 +156,9 @@ class AdversarialConfig(Settings):
     minimal_pair_draws: int = bounded(1, 1, 64, "minimal pairs: candidates drawn per clip; "
                                       "each discriminator is scored under the one it finds "
                                       "most plausible (hard negatives; 1: a uniform draw)")
+    frame_weight: float = bounded(1.0, 0.0, MAX_WEIGHT, "weight of the frame "
+                                  "discriminator's terms (adversarial and contrastive) in the "
+                                  "generator's loss; the video discriminator's are 1")
     speed_negatives: float = bounded(0.0, 0.0, MAX_WEIGHT, "weight of real clips played at "
                                      "twice or half their speed, as fakes for the video "
                                      "discriminator (0: off)")
@@ -712,11 +715,12 @@ class AdversarialTrainer:
             f_feat = FD.features(FD.prepare(fa.flatten(0, 1)))
             v_feat = VD.features(VD.prepare(fa, times))
             f_text, v_text = FD.caption(tokens), VD.caption(tokens)
-            loss_g = (g_loss(FD.project(f_feat, rep(f_text)))
+            loss_g = (cfg.frame_weight * g_loss(FD.project(f_feat, rep(f_text)))
                       + g_loss(VD.project(v_feat, v_text)))
             if contrast:
                 loss_g = loss_g + cfg.contrastive * (
-                    contrastive_loss(f_feat, FD.caption(columns), owner_f, same)
+                    cfg.frame_weight * contrastive_loss(f_feat, FD.caption(columns), owner_f,
+                                                        same)
                     + contrastive_loss(v_feat, VD.caption(columns), owner_v, same))
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
