@@ -24,6 +24,7 @@ import torch
 from t2v_rt.generators.io import load_generator, model_path
 from t2v_rt.models.shapes import attributes as A
 from t2v_rt.models.shapes.evaluate import contract_samples
+from t2v_rt.models.shapes.render import render
 
 
 def main() -> None:
@@ -40,7 +41,6 @@ def main() -> None:
     samples = [s for s in contract_samples(20 * args.videos, seed=1)
                if s.kind == "canonical" and not s.held_out][:args.videos]
     times = torch.arange(args.frames, dtype=torch.float64) * (2.0 / args.frames)
-    from t2v_rt.models.shapes.render import render
     target = torch.cat([render(s.scene(), times, cfg.resolution) for s in samples])
     target = target.float() * 2 - 1                              # [V T, 3, R, R] in [-1, 1]
     text = torch.as_tensor(np.asarray(cfg.front_end().features([s.prompt for s in samples])))
