@@ -11,6 +11,7 @@
 # Then, alone on both cores (threads=2):
 #   fw4     frame_weight=4: the frame discriminator, which tells real squares from rounded ones
 #           (corner_probe.py), weighs four times as much in the generator's loss.
+#   lrd2    lr_d=0.002: a discriminator that keeps up with the generator's current squares.
 # Then the generator probe and a 300-sample eval of each. Run from the repository root after
 # run-pairs0.sh (RUN names its run folder; its last checkpoint must still be there).
 set -euo pipefail
@@ -32,8 +33,14 @@ mkdir -p "$OUT/fw4"
 (cd "$RUN" && tar cf - --exclude='samples-*' .) | tar xf - -C "$OUT/fw4"
 t2v-rt train --resume "$OUT/fw4" --minutes 25 --steps 100000 --set threads=2 \
     --set frame_weight=4 > "$OUT/fw4.log" 2>&1
-for variant in lowlr ema fw4; do
+mkdir -p "$OUT/lrd2"
+(cd "$RUN" && tar cf - --exclude='samples-*' .) | tar xf - -C "$OUT/lrd2"
+t2v-rt train --resume "$OUT/lrd2" --minutes 25 --steps 100000 --set threads=2 \
+    --set lr_d=0.002 > "$OUT/lrd2.log" 2>&1
+for variant in lowlr ema fw4 lrd2; do
     python docs/models/experiments/speed_shape_probe.py "$OUT/$variant/generator.safetensors"
+    python docs/models/experiments/corner_gradient_probe.py \
+        "$(ls "$OUT/$variant"/checkpoint-*.safetensors | tail -1)"
     t2v-rt eval --model "$OUT/$variant/generator.safetensors" --samples 300 --long-run 0 \
         --backend torch --json "docs/models/experiments/eval-pairs0-$variant.json"
 done
