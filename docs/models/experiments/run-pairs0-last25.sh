@@ -12,8 +12,9 @@
 #   fw4     frame_weight=4: the frame discriminator, which tells real squares from rounded ones
 #           (corner_probe.py), weighs four times as much in the generator's loss.
 #   lrd2    lr_d=0.002: a discriminator that keeps up with the generator's current squares.
-# Then the generator probe and a 300-sample eval of each. Run from the repository root after
-# run-pairs0.sh (RUN names its run folder; its last checkpoint must still be there).
+# Then the generator probe, the gradient probe and a 300-sample eval of each. Run from the
+# repository root after run-pairs0.sh (RUN names its run folder; its last checkpoint must
+# still be there).
 set -euo pipefail
 RUN=${RUN:-runs-pairs0/00000-pairs0}
 OUT=${OUT:-runs-pairs0-last25}
