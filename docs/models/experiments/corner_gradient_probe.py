@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corner_probe import SQUARE_WORDS, round_corners  # noqa: E402
+from corner_probe import round_corners, square_frames  # noqa: E402
 from trained_discriminator_probe import load_trainer  # noqa: E402
 
 from t2v_rt.models.shapes import attributes as A  # noqa: E402
@@ -121,20 +121,8 @@ def main() -> None:
                 captions.append(prompt)
     print(f"{ck} (step {step})")
     report("generator's squares", tr, frames, captions)
-    rng = np.random.default_rng(0)
-    real, rounded, caps = [], [], []
-    while len(real) < args.real:
-        clips, caps_ = tr.data.sample(rng, 64)
-        for clip, caption in zip(clips, caps_):
-            if not SQUARE_WORDS & set(caption.split()) or len(real) >= args.real:
-                continue
-            frame = clip[rng.integers(len(clip))]
-            r = round_corners(frame, 0.89)
-            if r is None:
-                continue
-            real.append(frame)
-            rounded.append(r)
-            caps.append(caption)
+    real, caps, _ = square_frames(tr, args.real)
+    rounded = [round_corners(frame, 0.89) for frame in real]
     report("real squares, corners rounded in place (fill 0.83)", tr, rounded, caps)
     report("the same real squares as they are", tr, real, caps)
 

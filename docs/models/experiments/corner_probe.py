@@ -63,6 +63,26 @@ def round_corners(frame: np.ndarray, k: float) -> np.ndarray | None:
     return out
 
 
+def square_frames(tr, n: int) -> tuple[list[np.ndarray], list[str], int]:
+    """``n`` real data frames [H, W, 3] uint8 whose caption names a square and whose square
+    can be measured (round_corners does not refuse it), one random frame of each clip drawn
+    (seed 0), with their captions; and how many were skipped as unmeasurable."""
+    rng = np.random.default_rng(0)
+    frames, caps, skipped = [], [], 0
+    while len(frames) < n:
+        clips, captions = tr.data.sample(rng, 64)
+        for clip, caption in zip(clips, captions):
+            if not SQUARE_WORDS & set(caption.split()) or len(frames) >= n:
+                continue
+            frame = clip[rng.integers(len(clip))]
+            if round_corners(frame, 1.0) is None:
+                skipped += 1
+                continue
+            frames.append(frame)
+            caps.append(caption)
+    return frames, caps, skipped
+
+
 @torch.no_grad()
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -71,19 +91,7 @@ def main() -> None:
     args = ap.parse_args()
     ck = Path(args.checkpoint)
     tr, step = load_trainer(ck)
-    rng = np.random.default_rng(0)
-    frames, caps, skipped = [], [], 0
-    while len(frames) < args.frames:
-        clips, captions = tr.data.sample(rng, 64)
-        for clip, caption in zip(clips, captions):
-            if not SQUARE_WORDS & set(caption.split()) or len(frames) >= args.frames:
-                continue
-            frame = clip[rng.integers(len(clip))]
-            if round_corners(frame, 1.0) is None:
-                skipped += 1
-                continue
-            frames.append(frame)
-            caps.append(caption)
+    frames, caps, skipped = square_frames(tr, args.frames)
     real = np.stack(frames)
     text = tr.FD.caption(tr.tokens(caps))
 
