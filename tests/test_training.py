@@ -120,7 +120,7 @@ def _data_gap(tr: AdversarialTrainer, ts) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("arch,extra", [(a, {}) for a in ARCHS] + [
     ("stylegan-v", {"contrastive": 1.0, "contrastive_bank": 16, "speed_negatives": 0.5,
-                    "minimal_pairs": 1.0, "minimal_pair_draws": 4, "d_stem": 2,
+                    "minimal_pairs": 1.0, "minimal_pair_draws": 4, "d_stem": 2, "d_steps": 2,
                     "model": {"time_modulation": "features"}})])
 def test_resume_continues_bit_for_bit(tmp_path, dataset, arch, extra):
     whole = train(settings(tmp_path / "a", dataset, arch=arch, steps=8, log_every=1,
@@ -626,6 +626,41 @@ def test_frame_weight_weighs_the_frame_discriminators_terms_in_the_generators_lo
     monkeypatch.setattr(T, "contrastive_loss", one)
     row = tr.step(1)
     assert row["g"] == pytest.approx(frame_weight + 1 + 0.5 * (frame_weight + 1))
+
+
+def test_d_steps_update_the_discriminators_that_often_per_generator_update(tmp_path, dataset,
+                                                                         monkeypatch):
+    """A discriminator-only step (train_g false) changes both discriminators and neither the
+    generator, its EMA nor its optimiser; with d_steps = 3 the loop makes two of them on fresh
+    batches before each full step, and logs each generator step once."""
+    cfg = settings(tmp_path, dataset, arch="stylegan-v", contrastive=0.5, minimal_pairs=1.0,
+                   d_width=8, d_dim=16)
+    tr = AdversarialTrainer.create(cfg.validate(), dataset[2])
+    copy = lambda m: {k: v.detach().clone() for k, v in m.state_dict().items()}  # noqa: E731
+    g, ema, fd, vd = copy(tr.G), copy(tr.G_ema), copy(tr.FD), copy(tr.VD)
+    row = tr.step(0, train_g=False)
+    assert "g" not in row and all(np.isfinite(v) for v in row.values())
+    assert all(torch.equal(v, tr.G.state_dict()[k]) for k, v in g.items())
+    assert all(torch.equal(v, tr.G_ema.state_dict()[k]) for k, v in ema.items())
+    assert not tr.opt_g.state
+    assert any(not torch.equal(v, tr.FD.state_dict()[k]) for k, v in fd.items())
+    assert any(not torch.equal(v, tr.VD.state_dict()[k]) for k, v in vd.items())
+    assert all(p.requires_grad for p in tr.FD.parameters())
+
+    calls = []
+    step = AdversarialTrainer.step
+
+    def spy(self, s, train_g=True):
+        calls.append((s, train_g))
+        return step(self, s, train_g)
+
+    monkeypatch.setattr(AdversarialTrainer, "step", spy)
+    run = train(settings(tmp_path / "r", dataset, arch="stylegan-v", steps=2, d_steps=3,
+                         log_every=1, checkpoint_every=2, d_width=8, d_dim=16), data=dataset[2])
+    assert calls == [(0, False), (0, False), (0, True), (1, False), (1, False), (1, True)]
+    rows = metrics(run)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all({"g", "d", "d_acc"} <= r.keys() for r in rows)
 
 
 def test_min_stride_bounds_the_clip_spacing_and_may_fix_it(tmp_path, dataset):

@@ -159,6 +159,12 @@ class AdversarialConfig(Settings):
     frame_weight: float = bounded(1.0, 0.0, MAX_WEIGHT, "weight of the frame "
                                   "discriminator's terms (adversarial and contrastive) in the "
                                   "generator's loss; the video discriminator's are 1")
+    # Two-timescale alternatives: a faster lr_d broke the shapes run (lr_d=0.002, model card
+    # "pairs0's last 25 minutes"); more discriminator updates per generator update, each on a
+    # fresh batch at the same lr, is the other (WGAN's n_critic, for a non-saturating loss).
+    d_steps: int = bounded(1, 1, 16, "discriminator updates per generator update: the extra "
+                           "ones on fresh batches (real clips, the generator's clips under "
+                           "no_grad) before the generator's, same lr")
     speed_negatives: float = bounded(0.0, 0.0, MAX_WEIGHT, "weight of real clips played at "
                                      "twice or half their speed, as fakes for the video "
                                      "discriminator (0: off)")
@@ -648,8 +654,10 @@ class AdversarialTrainer:
         frames = G.synthesize(w.repeat_interleave(tc, dim=0), feats.to(w.dtype))
         return frames.reshape(b, tc, *frames.shape[1:])
 
-    def step(self, step: int) -> dict[str, float]:
-        """One step (data, generator, discriminators, EMA); returns its numbers."""
+    def step(self, step: int, train_g: bool = True) -> dict[str, float]:
+        """One step (data, generator, discriminators, EMA); returns its numbers. With
+        ``train_g`` false, a discriminator update only: the generator's clips are made without
+        gradient, and neither the generator, its optimiser nor the EMA changes (``d_steps``)."""
         cfg, device = self.cfg, self.device
         G, FD, VD = self.G, self.FD, self.VD
         b = cfg.batch_size
@@ -706,25 +714,28 @@ class AdversarialTrainer:
 
         # Generator: fool both discriminators (and, with contrastive, fit its own caption
         # better than the batch's other captions, in their eyes).
-        G.train().requires_grad_(True)
+        G.train().requires_grad_(train_g)
         FD.requires_grad_(False)
         VD.requires_grad_(False)
-        with autocast:
+        with autocast, torch.set_grad_enabled(train_g):
             fake = self.fake(tokens, z, rel, steps, starts)
-            fa = aug(fake, aug_fake)
-            f_feat = FD.features(FD.prepare(fa.flatten(0, 1)))
-            v_feat = VD.features(VD.prepare(fa, times))
-            f_text, v_text = FD.caption(tokens), VD.caption(tokens)
-            loss_g = (cfg.frame_weight * g_loss(FD.project(f_feat, rep(f_text)))
-                      + g_loss(VD.project(v_feat, v_text)))
-            if contrast:
-                loss_g = loss_g + cfg.contrastive * (
-                    cfg.frame_weight * contrastive_loss(f_feat, FD.caption(columns), owner_f,
-                                                        same)
-                    + contrastive_loss(v_feat, VD.caption(columns), owner_v, same))
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
+        loss_g = None
+        if train_g:
+            with autocast:
+                fa = aug(fake, aug_fake)
+                f_feat = FD.features(FD.prepare(fa.flatten(0, 1)))
+                v_feat = VD.features(VD.prepare(fa, times))
+                f_text, v_text = FD.caption(tokens), VD.caption(tokens)
+                loss_g = (cfg.frame_weight * g_loss(FD.project(f_feat, rep(f_text)))
+                          + g_loss(VD.project(v_feat, v_text)))
+                if contrast:
+                    loss_g = loss_g + cfg.contrastive * (
+                        cfg.frame_weight * contrastive_loss(f_feat, FD.caption(columns),
+                                                            owner_f, same)
+                        + contrastive_loss(v_feat, VD.caption(columns), owner_v, same))
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.opt_g.step()
 
         # Discriminators: real vs generated (vs real with another clip's caption), lazy R1.
         FD.requires_grad_(True)
@@ -771,10 +782,12 @@ class AdversarialTrainer:
         loss.backward()
         self.opt_d.step()
 
-        ema_update(self.G_ema, G, ema_beta(step, cfg.ema_halflife_steps, cfg.ema_rampup))
         with torch.no_grad():
             acc = 0.5 * (float((fr > 0).float().mean()) + float((ff < 0).float().mean()))
-        out = {"g": float(loss_g.detach()), "d": float(loss_d.detach()), "d_acc": acc}
+        out = {"d": float(loss_d.detach()), "d_acc": acc}
+        if loss_g is not None:
+            ema_update(self.G_ema, G, ema_beta(step, cfg.ema_halflife_steps, cfg.ema_rampup))
+            out["g"] = float(loss_g.detach())
         if do_r1:
             out["r1"] = float(r1.detach())
         return out
@@ -924,9 +937,10 @@ def _train_steps(tr: AdversarialTrainer, cfg: AdversarialConfig, run: runs.Run, 
     for step in range(start, cfg.steps):
         if stop is not None and stop():
             raise runs.Stop
-        for k, v in tr.step(step).items():
-            stats[k] = stats.get(k, 0.0) + v
-            counts[k] = counts.get(k, 0) + 1
+        for d_only in [True] * (cfg.d_steps - 1) + [False]:
+            for k, v in tr.step(step, train_g=not d_only).items():
+                stats[k] = stats.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
         done = run.done = step + 1
         out_of_time = bool(cfg.minutes) and time.time() - t0 >= cfg.minutes * 60
         last = done == cfg.steps or out_of_time
