@@ -121,7 +121,7 @@ def _data_gap(tr: AdversarialTrainer, ts) -> float:
 @pytest.mark.parametrize("arch,extra", [(a, {}) for a in ARCHS] + [
     ("stylegan-v", {"contrastive": 1.0, "contrastive_bank": 16, "speed_negatives": 0.5,
                     "minimal_pairs": 1.0, "minimal_pair_draws": 4, "d_stem": 2, "d_steps": 2,
-                    "model": {"time_modulation": "features"}})])
+                    "d_patch": 0.5, "d_patch_side": 8, "model": {"time_modulation": "features"}})])
 def test_resume_continues_bit_for_bit(tmp_path, dataset, arch, extra):
     whole = train(settings(tmp_path / "a", dataset, arch=arch, steps=8, log_every=1,
                            checkpoint_every=4, **extra), data=dataset[2])
@@ -737,3 +737,80 @@ def test_a_frame_discriminator_stem_is_stride_1_convs_before_the_trunk(stem):
     assert all(c.weight.grad is not None and c.weight.grad.abs().sum() > 0 for c in convs)
     with pytest.raises(ValueError, match="stem convs must be 0 or more"):
         FrameDiscriminator(res, 20, stem=-1)
+
+
+@pytest.mark.parametrize("side", [32, 16, 8])
+def test_patch_verdicts_are_text_aware_one_per_region_and_see_only_their_region(side):
+    """patch_side S: logits [N, S * S] from 1x1 convs on the trunk's map of side S, written out
+    by hand (out(h) + <embed(h), caption> at each place); phi is the whole frame's, unchanged;
+    a change in one corner of the frame moves only the verdicts of the regions that see it;
+    the caption moves them all. Without patch_side the parameter names are unchanged."""
+    from t2v_rt.training.discriminators import FrameDiscriminator
+
+    torch.manual_seed(side)
+    res, base, dim = 64, 8, 16
+    fd = FrameDiscriminator(res, 20, base=base, dim=dim, stem=2, patch_side=side)
+    plain = FrameDiscriminator(res, 20, base=base, dim=dim, stem=2)
+    assert set(plain.state_dict()) == {k for k in fd.state_dict() if not k.startswith("patch")}
+    assert plain.patch is None and plain.features_and_patches(torch.randn(1, 3, res, res))[1] is None
+    x = torch.randn(3, 3, res, res)
+    tokens = torch.tensor([[1, 2, 0], [3, 4, 5], [6, 0, 0]])
+    phi, patches = fd.features_and_patches(x)
+    torch.testing.assert_close(phi, fd.features(x), rtol=0, atol=0)
+    assert patches.shape[2:] == (side, side)
+    text = fd.caption(tokens)
+    logits = fd.project_patches(patches, text)
+    assert logits.shape == (3, side * side) and logits.dtype == torch.float32
+    h = patches
+    for layer in list(fd.trunk)[fd.patch_layers:]:
+        h = layer(h)
+    torch.testing.assert_close(fd.fc(h), phi)
+    out = torch.nn.functional.conv2d(patches, fd.patch["out"].weight, fd.patch["out"].bias)
+    code = torch.nn.functional.conv2d(patches, fd.patch["embed"].weight, fd.patch["embed"].bias)
+    want = out[:, 0] + (code * text[:, :, None, None]).sum(1)
+    torch.testing.assert_close(logits, want.flatten(1), rtol=1e-5, atol=1e-5)
+    # a 4x4 change in the top-left corner: the far corner's regions do not move
+    y = x.clone()
+    y[:, :, :4, :4] = torch.randn(3, 3, 4, 4)
+    moved = (fd.project_patches(fd.features_and_patches(y)[1], text) != logits).view(3, side, side)
+    assert moved[:, 0, 0].all()
+    assert not moved[:, side // 2:, side // 2:].any()
+    other = fd.caption(torch.tensor([[7, 8, 0], [9, 0, 0], [10, 11, 12]]))
+    assert (fd.project_patches(patches, other) != logits).all()
+    # trained through: the patch convs get the gradient
+    fd.project_patches(fd.features_and_patches(x)[1], text).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in fd.patch.parameters())
+    with pytest.raises(ValueError, match="one of the trunk's maps, of side 32, 16, 8, 4"):
+        FrameDiscriminator(res, 20, base=base, dim=dim, patch_side=12)
+
+
+def test_patch_verdicts_join_both_players_losses(tmp_path, dataset, monkeypatch):
+    """d_patch: the generator's loss is frame_weight x (frame + d_patch x regions) + video;
+    a step trains the patch convs; a side the frame discriminator has no map of is refused
+    with the sides it has."""
+    from t2v_rt.errors import ConfigError
+    from t2v_rt.training import trainer as T
+
+    cfg = settings(tmp_path, dataset, arch="stylegan-v", d_patch=0.5, d_patch_side=4,
+                   frame_weight=2.0, d_width=8, d_dim=16)
+    tr = AdversarialTrainer.create(cfg.validate(), dataset[2])
+    assert tr.FD.patch is not None
+    before = {k: v.clone() for k, v in tr.FD.patch.state_dict().items()}
+    calls = []
+    real_g_loss = T.g_loss
+
+    def spy(x):
+        calls.append(tuple(x.shape))
+        return x.sum() * 0 + 1
+
+    monkeypatch.setattr(T, "g_loss", spy)
+    row = tr.step(0)
+    assert row["g"] == pytest.approx(2.0 * (1 + 0.5) + 1)
+    n = cfg.batch_size * cfg.clip_frames
+    assert calls == [(n,), (n, 16), (cfg.batch_size,)]
+    monkeypatch.setattr(T, "g_loss", real_g_loss)
+    row = tr.step(4)                          # an R1 step (r1_every 4) with the patch verdicts
+    assert all(np.isfinite(v) for v in row.values()) and row["r1"] > 0
+    assert any(not torch.equal(v, tr.FD.patch.state_dict()[k]) for k, v in before.items())
+    with pytest.raises(ConfigError, match="d_patch_side 5 .* use one of 8, 4"):
+        settings(tmp_path, dataset, arch="stylegan-v", d_patch=0.5, d_patch_side=5).validate()

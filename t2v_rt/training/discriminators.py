@@ -20,6 +20,9 @@ downsampling up to ``max_width``, down to 4x4 or a little more); nothing here kn
 videos show. The frame discriminator may read its frames first through ``stem`` stride-1 3x3
 convs of ``base`` channels at full resolution, so that its first downsampling sees edges and
 corners already found at pixel scale rather than raw pixels (0: none, the trunk alone).
+With ``patch_side``, it also gives one verdict per region of its trunk's map of that side
+(PatchGAN, Isola et al. 2017), text-aware in the same projection form
+(:meth:`ProjectionDiscriminator.project_patches`).
 """
 
 from __future__ import annotations
@@ -65,11 +68,15 @@ class ProjectionDiscriminator(nn.Module):
 
     def __init__(self, cin: int, resolution: int, vocab_size: int, base: int = 32,
                  max_width: int = 256, dim: int = 128, embedding_dim: int = 0,
-                 stem: int = 0):
+                 stem: int = 0, patch_side: int = 0):
         super().__init__()
         if stem < 0:
             raise ValueError(f"stem convs must be 0 or more, got {stem}")
         widths = trunk_widths(resolution, base, max_width)
+        sides = [resolution // 2 ** (i + 1) for i in range(len(widths))]
+        if patch_side and patch_side not in sides:
+            raise ValueError(f"patch verdicts are taken on one of the trunk's maps, of side "
+                             f"{', '.join(map(str, sides))}; got {patch_side}")
         c = cin
         stem_layers: list[nn.Module] = []
         for _ in range(stem):
@@ -88,10 +95,43 @@ class ProjectionDiscriminator(nn.Module):
         self.out = nn.Linear(dim, 1)
         self.caption = CaptionEmbedding(vocab_size, dim, embedding_dim)
         self.resolution, self.cin = resolution, cin
+        # Per-region verdicts (PatchGAN, Isola et al. 2017, made text-aware the same way as the
+        # whole-image one): 1x1 convs on the trunk's map of side patch_side. None without, so
+        # the parameter names, and older checkpoints, are unchanged.
+        self.patch: nn.ModuleDict | None = None
+        self.patch_layers = 0
+        if patch_side:
+            k = sides.index(patch_side)
+            self.patch_layers = 2 * (k + 1)             # conv + activation per trunk level
+            self.patch = nn.ModuleDict({"out": nn.Conv2d(widths[k], 1, 1),
+                                        "embed": nn.Conv2d(widths[k], dim, 1)})
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The trunk's feature phi [N, dim] of inputs [N, C, R, R]."""
         return self.fc(self.trunk(self.stem(x)))
+
+    def features_and_patches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """phi [N, dim] as :meth:`features` gives it, and the trunk's map [N, C, S, S] at
+        ``patch_side`` S that :meth:`project_patches` reads (None without patch verdicts), from
+        one pass."""
+        if self.patch is None:
+            return self.features(x), None
+        h, patches = self.stem(x), None
+        for i, layer in enumerate(self.trunk):
+            h = layer(h)
+            if i + 1 == self.patch_layers:
+                patches = h
+        return self.fc(h), patches
+
+    def project_patches(self, patches: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Logits [N, S * S], one per region, of the trunk's map ``patches`` [N, C, S, S] under
+        caption codes ``text`` [N, dim]: ``out(h) + <embed(h), text>`` at each place, where
+        ``h`` is the map's column there (it sees the region its receptive field covers)."""
+        assert self.patch is not None, "built without patch_side"
+        text = text.to(patches.dtype)
+        code = self.patch["embed"](patches)                                      # [N, dim, S, S]
+        return (self.patch["out"](patches).flatten(1)
+                + torch.einsum("nchw,nc->nhw", code, text).flatten(1)).float()
 
     def project(self, feat: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Logits [N] of features [N, dim] under caption codes ``text`` [N, dim] (from
@@ -105,11 +145,13 @@ class ProjectionDiscriminator(nn.Module):
 
 class FrameDiscriminator(ProjectionDiscriminator):
     """frames [N, 3, R, R] in [-1, 1], tokens [N, L] -> logits [N]; ``stem``: stride-1 3x3
-    convs at full resolution before the trunk."""
+    convs at full resolution before the trunk; ``patch_side`` > 0: also one verdict per
+    region of the trunk's map of that side (:meth:`project_patches`)."""
 
     def __init__(self, resolution: int, vocab_size: int, base: int = 32, max_width: int = 256,
-                 dim: int = 128, embedding_dim: int = 0, stem: int = 0):
-        super().__init__(3, resolution, vocab_size, base, max_width, dim, embedding_dim, stem)
+                 dim: int = 128, embedding_dim: int = 0, stem: int = 0, patch_side: int = 0):
+        super().__init__(3, resolution, vocab_size, base, max_width, dim, embedding_dim, stem,
+                         patch_side)
 
     def prepare(self, frames: torch.Tensor) -> torch.Tensor:
         """The trunk's input: the frames, their shape checked."""

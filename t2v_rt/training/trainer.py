@@ -11,10 +11,13 @@ Per step (``batch_size`` clips):
    clip's times (continuous: ``config.time_features`` of random start offsets plus the frame
    times; recurrent: ``initial_state`` then one ``step`` per frame at the native rate, which
    is the data's rate) and ``synthesize``. Loss: non-saturating, against a text-aware frame
-   discriminator (with ``d_stem`` > 0, full-resolution stride-1 convs before its trunk) and a
-   text-aware video discriminator (:mod:`.discriminators`);
+   discriminator (with ``d_stem`` > 0, full-resolution stride-1 convs before its trunk; with
+   ``d_patch`` > 0, also its verdicts per region, weighted by it) and a text-aware video
+   discriminator (:mod:`.discriminators`);
 3. discriminators: real vs generated vs real-with-another-clip's-caption (matching-aware),
-   R1 on the reals every ``r1_every`` steps (lazy, scaled up by it); with ``contrastive`` > 0,
+   each region too with ``d_patch`` > 0 (weighted by it), R1 on the reals every ``r1_every``
+   steps (lazy, scaled up by it); with ``d_steps`` n > 1, n - 1 updates of the discriminators
+   alone on fresh batches come first; with ``contrastive`` > 0,
    also the image-caption contrastive loss over the batch (:func:`.losses.contrastive_loss`:
    every other caption of the batch is a negative, for D on the real clips and for G on its
    own; with ``contrastive_bank`` > 0, also that many captions of random data clips, drawn
@@ -63,7 +66,9 @@ import torch
 from t2v_rt.errors import ConfigError, UsageError
 from t2v_rt.generators.config import bounded
 from t2v_rt.training import runs
-from t2v_rt.training.discriminators import MIN_RESOLUTION, FrameDiscriminator, VideoDiscriminator
+from t2v_rt.training.discriminators import (
+    MIN_RESOLUTION, FrameDiscriminator, VideoDiscriminator, trunk_widths,
+)
 from t2v_rt.training.losses import (
     augment,
     augment_params,
@@ -176,6 +181,12 @@ class AdversarialConfig(Settings):
     d_dim: int = bounded(64, 1, 4096, "discriminators' feature and caption embedding width")
     d_stem: int = bounded(0, 0, 4, "frame discriminator: stride-1 3x3 convs of d_width "
                           "channels at full resolution before its stride-2 trunk (0: none)")
+    d_patch: float = bounded(0.0, 0.0, MAX_WEIGHT, "frame discriminator: weight of its "
+                             "per-region verdicts (text-aware, on its trunk's map of side "
+                             "d_patch_side) in both players' losses (0: off)")
+    d_patch_side: int = bounded(16, 1, 512, "the side of the trunk's map the per-region "
+                                "verdicts are taken at (16: at 64 x 64 with d_stem=2, regions "
+                                "of 14 pixels)")
     ema_halflife_steps: float = bounded(100.0, 1e-3, 1e9)
     ema_rampup: float = bounded(0.05, 0.0, 1.0, "early half-life: at most this x the steps "
                                                 "so far (0: none)")
@@ -211,6 +222,13 @@ class AdversarialConfig(Settings):
         if self.clip_frames > self.frames:
             raise ConfigError(f"{source}: clip_frames ({self.clip_frames}) must not exceed "
                               f"frames ({self.frames}), the frames of each data clip")
+        if self.d_patch > 0 and self.size >= MIN_RESOLUTION:
+            sides = [self.size >> (i + 1) for i in
+                     range(len(trunk_widths(self.size, self.d_width, self.d_max_width)))]
+            if self.d_patch_side not in sides:
+                raise ConfigError(f"{source}: d_patch_side {self.d_patch_side} is not the side "
+                                  f"of one of the frame discriminator's maps at size "
+                                  f"{self.size}: use one of {', '.join(map(str, sides))}")
         if self.name and not NAME_RE.fullmatch(self.name):
             raise ConfigError(f"{source}: 'name' names the run folders: 1 to 64 letters, digits, "
                               "'.', '_' or '-', starting with a letter or digit")
@@ -544,7 +562,8 @@ class AdversarialTrainer:
         width = front.dim if front.text_input == "text_embedding" else 0
         res = config.resolution
         FD = FrameDiscriminator(res, vocab_size, cfg.d_width, cfg.d_max_width, cfg.d_dim,
-                                width, cfg.d_stem).to(device)
+                                width, cfg.d_stem,
+                                cfg.d_patch_side if cfg.d_patch > 0 else 0).to(device)
         VD = VideoDiscriminator(cfg.clip_frames, res, vocab_size, cfg.d_width, cfg.d_max_width,
                                 cfg.d_dim, width).to(device)
         opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(0.0, 0.99), eps=1e-8)
@@ -723,11 +742,14 @@ class AdversarialTrainer:
         if train_g:
             with autocast:
                 fa = aug(fake, aug_fake)
-                f_feat = FD.features(FD.prepare(fa.flatten(0, 1)))
+                f_feat, f_patches = FD.features_and_patches(FD.prepare(fa.flatten(0, 1)))
                 v_feat = VD.features(VD.prepare(fa, times))
                 f_text, v_text = FD.caption(tokens), VD.caption(tokens)
-                loss_g = (cfg.frame_weight * g_loss(FD.project(f_feat, rep(f_text)))
-                          + g_loss(VD.project(v_feat, v_text)))
+                f_loss = g_loss(FD.project(f_feat, rep(f_text)))
+                if f_patches is not None:
+                    f_loss = f_loss + cfg.d_patch * g_loss(
+                        FD.project_patches(f_patches, rep(f_text)))
+                loss_g = cfg.frame_weight * f_loss + g_loss(VD.project(v_feat, v_text))
                 if contrast:
                     loss_g = loss_g + cfg.contrastive * (
                         cfg.frame_weight * contrastive_loss(f_feat, FD.caption(columns),
@@ -744,11 +766,13 @@ class AdversarialTrainer:
         real_in = real.detach().requires_grad_(do_r1)
         with autocast:
             ra, fa = aug(real_in, aug_real), aug(fake.detach(), aug_fake)
-            fr_feat = FD.features(FD.prepare(ra.flatten(0, 1)))
+            fr_feat, fr_patches = FD.features_and_patches(FD.prepare(ra.flatten(0, 1)))
             vr_feat = VD.features(VD.prepare(ra, times))
             f_text, v_text = FD.caption(tokens), VD.caption(tokens)
             fr, vr = FD.project(fr_feat, rep(f_text)), VD.project(vr_feat, v_text)
-            ff, vf = FD(fa.flatten(0, 1), rep(tokens)), VD(fa, times, tokens)
+            ff_feat, ff_patches = FD.features_and_patches(FD.prepare(fa.flatten(0, 1)))
+            ff = FD.project(ff_feat, FD.caption(rep(tokens)))
+            vf = VD(fa, times, tokens)
             if cfg.matching and b > 1:
                 # The real clips' features under another clip's caption: no second trunk pass.
                 wrong = tokens.roll(1, dims=0)
@@ -758,6 +782,17 @@ class AdversarialTrainer:
                 loss_d = (d_loss(fr, ff, fm, rep(differs)) + d_loss(vr, vf, vm, differs))
             else:
                 loss_d = d_loss(fr, ff) + d_loss(vr, vf)
+            if fr_patches is not None:
+                # Each region of a real frame, of a generated one, and of a real one under
+                # another clip's caption (matching), as the whole frames are.
+                pr = FD.project_patches(fr_patches, rep(f_text))
+                pf = FD.project_patches(ff_patches, rep(f_text))
+                if cfg.matching and b > 1:
+                    pm = FD.project_patches(fr_patches, rep(f_text.roll(1, dims=0)))
+                    patch_d = d_loss(pr, pf, pm, rep(differs)[:, None].expand_as(pm))
+                else:
+                    patch_d = d_loss(pr, pf)
+                loss_d = loss_d + cfg.d_patch * patch_d
             if contrast:
                 loss_d = loss_d + cfg.contrastive * (
                     contrastive_loss(fr_feat, FD.caption(columns), owner_f, same)
@@ -776,7 +811,10 @@ class AdversarialTrainer:
         loss = loss_d
         r1 = torch.zeros(())
         if do_r1:
-            r1 = r1_penalty(fr, real_in) + r1_penalty(vr, real_in)
+            # the frame discriminator's whole verdict: the frame's logit and, with patches,
+            # the mean of its regions' (weighted as in the loss)
+            f_all = fr if fr_patches is None else fr + cfg.d_patch * pr.mean(dim=1)
+            r1 = r1_penalty(f_all, real_in) + r1_penalty(vr, real_in)
             loss = loss + cfg.r1_gamma / 2 * r1 * cfg.r1_every
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
