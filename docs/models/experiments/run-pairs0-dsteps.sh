@@ -13,6 +13,7 @@
 # 300-sample eval. Run from the repository root after run-pairs0.sh (RUN names its run
 # folder; its step-14,742 checkpoint must still be there). VARIANTS="d2" picks some.
 set -euo pipefail
+. "$(dirname "$0")/probe-and-score.sh"
 RUN=${RUN:-runs-pairs0/00000-pairs0}
 OUT=${OUT:-runs-pairs0-dsteps}
 VARIANTS=${VARIANTS:-d2 r1 c3}
@@ -30,9 +31,5 @@ for variant in $VARIANTS; do
     # shellcheck disable=SC2086
     t2v-rt train --resume "$OUT/$variant" --minutes 25 --steps 100000 --set threads=2 \
         ${EXTRA[$variant]} > "$OUT/$variant.log" 2>&1
-    python docs/models/experiments/speed_shape_probe.py "$OUT/$variant/generator.safetensors"
-    python docs/models/experiments/corner_gradient_probe.py \
-        "$(ls "$OUT/$variant"/checkpoint-*.safetensors | tail -1)"
-    t2v-rt eval --model "$OUT/$variant/generator.safetensors" --samples 300 --long-run 0 \
-        --backend torch --json "docs/models/experiments/eval-pairs0-$variant.json"
+    probe_and_score "$OUT/$variant" "docs/models/experiments/eval-pairs0-$variant.json"
 done

@@ -16,6 +16,7 @@
 # repository root after run-pairs0.sh (RUN names its run folder; its last checkpoint must
 # still be there).
 set -euo pipefail
+. "$(dirname "$0")/probe-and-score.sh"
 RUN=${RUN:-runs-pairs0/00000-pairs0}
 OUT=${OUT:-runs-pairs0-last25}
 test ! -e "$OUT" || { echo "$OUT exists; move it away first" >&2; exit 2; }
@@ -39,9 +40,5 @@ mkdir -p "$OUT/lrd2"
 t2v-rt train --resume "$OUT/lrd2" --minutes 25 --steps 100000 --set threads=2 \
     --set lr_d=0.002 > "$OUT/lrd2.log" 2>&1
 for variant in lowlr ema fw4 lrd2; do
-    python docs/models/experiments/speed_shape_probe.py "$OUT/$variant/generator.safetensors"
-    python docs/models/experiments/corner_gradient_probe.py \
-        "$(ls "$OUT/$variant"/checkpoint-*.safetensors | tail -1)"
-    t2v-rt eval --model "$OUT/$variant/generator.safetensors" --samples 300 --long-run 0 \
-        --backend torch --json "docs/models/experiments/eval-pairs0-$variant.json"
+    probe_and_score "$OUT/$variant" "docs/models/experiments/eval-pairs0-$variant.json"
 done

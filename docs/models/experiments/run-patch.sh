@@ -9,6 +9,7 @@
 # then the probes and a 300-sample eval); both (the default) one after the other. Run from the
 # repository root after pip install ".[pretrained,torch]" and t2v-rt export-text-encoder.
 set -euo pipefail
+. "$(dirname "$0")/probe-and-score.sh"
 DATA=${DATA:-shapes5k-long}
 RUNS=${RUNS:-runs-patch}
 PHASE=${PHASE:-both}
@@ -23,8 +24,5 @@ if [ "$PHASE" = 2 ] || [ "$PHASE" = both ]; then
     run=$(ls -d "$RUNS"/*-patch)
     t2v-rt train --resume "$run" --minutes 50 --steps 100000 --set lr_d=0.0003
     python docs/models/experiments/corner_probe.py "$(last "$run")"
-    python docs/models/experiments/corner_gradient_probe.py "$(last "$run")"
-    python docs/models/experiments/speed_shape_probe.py "$run/generator.safetensors"
-    t2v-rt eval --model "$run/generator.safetensors" --samples 300 --long-run 0 \
-        --backend torch --json docs/models/experiments/eval-patch.json
+    probe_and_score "$run" docs/models/experiments/eval-patch.json
 fi
