@@ -20,7 +20,8 @@ from t2v_rt import cli
 from t2v_rt.errors import UsageError
 from t2v_rt.generators.io import load_generator, read_config
 from t2v_rt.training.losses import (
-    augment, augment_params, contrastive_loss, d_loss, ema_beta, r1_penalty,
+    augment, augment_params, contrastive_loss, d_loss, ema_beta, image_contrastive_loss,
+    r1_penalty,
 )
 from t2v_rt.training.trainer import AdversarialConfig, AdversarialTrainer, train
 
@@ -121,7 +122,8 @@ def _data_gap(tr: AdversarialTrainer, ts) -> float:
 @pytest.mark.parametrize("arch,extra", [(a, {}) for a in ARCHS] + [
     ("stylegan-v", {"contrastive": 1.0, "contrastive_bank": 16, "speed_negatives": 0.5,
                     "minimal_pairs": 1.0, "minimal_pair_draws": 4, "d_stem": 2, "d_steps": 2,
-                    "d_patch": 0.5, "d_patch_side": 8, "model": {"time_modulation": "features"}})])
+                    "d_patch": 0.5, "d_patch_side": 8, "image_contrastive": 0.5,
+                    "model": {"time_modulation": "features"}})])
 def test_resume_continues_bit_for_bit(tmp_path, dataset, arch, extra):
     whole = train(settings(tmp_path / "a", dataset, arch=arch, steps=8, log_every=1,
                            checkpoint_every=4, **extra), data=dataset[2])
@@ -324,6 +326,37 @@ def _contrastive_reference(feat, text, owner, same):
         logits = torch.stack([(feat[n].double() * text[j].double()).sum() for j in keep])
         total += float(torch.logsumexp(logits, 0) - logits[keep.index(i)])
     return total / feat.shape[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_image_contrastive_loss_is_cross_entropy_over_the_real_clips(seed):
+    """Generated clip i against real clip i (and every unmarked other real clip), in cosine
+    similarity over tau, written out by hand; pulling a fake towards its real lowers it."""
+    g = torch.Generator().manual_seed(seed)
+    b, extra, dim, tau = 4, 2, 6, 0.2
+    fake, real = torch.randn(b, dim, generator=g), torch.randn(b + extra, dim, generator=g)
+    same = torch.zeros(b, b + extra, dtype=torch.bool)
+    same[torch.arange(b), torch.arange(b)] = True
+    same[0, 2] = same[2, 0] = True                  # clips 0 and 2: the same caption
+    same[1, b + 1] = True                           # a pair clip of clip 1's own data clip
+    got = float(image_contrastive_loss(fake, real, same, tau))
+    total = 0.0
+    for i in range(b):
+        keep = [j for j in range(b + extra) if j == i or not bool(same[i, j])]
+        cos = torch.stack([torch.nn.functional.cosine_similarity(
+            fake[i].double(), real[j].double(), dim=0) for j in keep]) / tau
+        total += float(torch.logsumexp(cos, 0) - cos[keep.index(i)])
+    assert got == pytest.approx(total / b, abs=1e-5)
+    # scale-free (cosine); a fake pulled towards its own real scores lower; gradients flow
+    assert float(image_contrastive_loss(3 * fake, real, same, tau)) == pytest.approx(got, abs=1e-5)
+    assert float(image_contrastive_loss(fake + 4 * real[:b], real, same, tau)) < got
+    f = fake.clone().requires_grad_(True)
+    image_contrastive_loss(f, real, same, tau).backward()
+    assert bool(torch.isfinite(f.grad).all()) and float(f.grad.abs().sum()) > 0
+    # a marked column is no negative: unmarking one changes the loss
+    unmarked = same.clone()
+    unmarked[0, 2] = False
+    assert float(image_contrastive_loss(fake, real, unmarked, tau)) != pytest.approx(got)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -814,3 +847,89 @@ def test_patch_verdicts_join_both_players_losses(tmp_path, dataset, monkeypatch)
     assert any(not torch.equal(v, tr.FD.patch.state_dict()[k]) for k, v in before.items())
     with pytest.raises(ConfigError, match="d_patch_side 5 .* use one of 8, 4"):
         settings(tmp_path, dataset, arch="stylegan-v", d_patch=0.5, d_patch_side=5).validate()
+
+
+@pytest.mark.parametrize("pairs", [False, True])
+def test_image_contrastive_joins_the_generator_loss(tmp_path, dataset, monkeypatch, pairs):
+    """image_contrastive: the generator's loss gains weight x the loss of its clips' frame
+    features (mean over frames) against the real clips' (the batch's, then the minimal pairs'
+    real clips), with the batch's same-caption marks; the generator trains through it."""
+    from t2v_rt.training import trainer as T
+
+    extra = {"minimal_pairs": 1.0} if pairs else {}
+    cfg = settings(tmp_path, dataset, arch="stylegan-v", image_contrastive=0.25,
+                   image_contrastive_tau=0.5, d_width=8, d_dim=16, **extra)
+    tr = AdversarialTrainer.create(cfg.validate(), dataset[2])
+    seen = []
+
+    def spy(fake, real, same, tau):
+        seen.append((tuple(fake.shape), tuple(real.shape), same.clone(), tau,
+                     fake.requires_grad))
+        return fake.sum() * 0 + 2.0
+
+    monkeypatch.setattr(T, "image_contrastive_loss", spy)
+    monkeypatch.setattr(T, "g_loss", lambda x: x.sum() * 0 + 1)
+    drawn = []
+    if pairs:
+        draw_many = tr.pairs.draw_many
+
+        def recorded(rng, captions, k):
+            ids, texts, has = draw_many(rng, captions, k)
+            drawn.append(has)
+            return ids, texts, has
+        monkeypatch.setattr(tr.pairs, "draw_many", recorded)
+    row = tr.step(1)
+    for step in range(2, 40):               # the test data's few pairs: until a batch has one
+        if not pairs or drawn[-1].any():
+            break
+        row = tr.step(step)
+    b = cfg.batch_size
+    fake_shape, real_shape, same, tau, grad = seen[-1]
+    assert fake_shape == (b, cfg.d_dim) and tau == 0.5 and grad
+    assert row["g"] == pytest.approx(1.0 + 1.0 + 0.25 * 2.0)
+    n_real = real_shape[0]
+    assert real_shape == (n_real, cfg.d_dim) and same.shape == (b, n_real)
+    assert bool(same[torch.arange(b), torch.arange(b)].all())
+    # the batch's real clips, then one per clip that has a minimal pair
+    assert n_real == b + (int(drawn[-1].sum()) if pairs else 0)
+    if pairs:
+        assert drawn[-1].any(), "no batch had a clip with a minimal pair"
+    # without the spy, a step runs, is finite, and a D-only step computes no such term
+    monkeypatch.undo()
+    seen.clear()
+    row = tr.step(2)
+    assert all(np.isfinite(v) for v in row.values())
+    monkeypatch.setattr(T, "image_contrastive_loss", spy)
+    tr.step(3, train_g=False)
+    assert seen == []
+
+
+@pytest.mark.parametrize("matching", [True, False])
+def test_patch_verdicts_join_the_discriminator_loss_with_and_without_matching(
+        tmp_path, dataset, monkeypatch, matching):
+    """The discriminators' loss with d_patch: the regions are scored like the whole frames,
+    real vs generated, plus real under another clip's caption when matching is on, and add
+    d_patch x their loss; the logged D loss is that sum."""
+    from t2v_rt.training import trainer as T
+
+    cfg = settings(tmp_path, dataset, arch="stylegan-v", d_patch=0.5, d_patch_side=4,
+                   matching=matching, d_width=8, d_dim=16)
+    tr = AdversarialTrainer.create(cfg.validate(), dataset[2])
+    calls, values = [], []
+    real_d_loss = T.d_loss
+
+    def spy(*args):
+        calls.append([tuple(a.shape) for a in args])
+        values.append(real_d_loss(*args))
+        return values[-1]
+
+    monkeypatch.setattr(T, "d_loss", spy)
+    row = tr.step(1)                          # not an R1 step: loss_d alone
+    n, b = cfg.batch_size * cfg.clip_frames, cfg.batch_size
+    frames, videos, regions = [(n,), (n,)], [(b,), (b,)], [(n, 16), (n, 16)]
+    if matching:
+        frames, videos, regions = (frames + [(n,), (n,)], videos + [(b,), (b,)],
+                                   regions + [(n, 16), (n, 16)])
+    assert calls == [frames, videos, regions]
+    expected = float((values[0] + values[1] + 0.5 * values[2]).detach())
+    assert row["d"] == pytest.approx(expected, rel=1e-5)

@@ -68,6 +68,21 @@ def contrastive_loss(feat: torch.Tensor, text: torch.Tensor, owner: torch.Tensor
     return F.cross_entropy(logits.masked_fill(drop, float("-inf")), owner)
 
 
+def image_contrastive_loss(fake: torch.Tensor, real: torch.Tensor, same: torch.Tensor,
+                           tau: float) -> torch.Tensor:
+    """Real-fake image contrastive loss (XMC-GAN's image-to-image term, Zhang et al. 2021), for
+    the generator: generated clip i's feature (``fake`` [B, dim], from a discriminator's trunk)
+    must be nearer, in cosine similarity over ``tau``, to the real clip of its caption (column
+    i of ``real`` [C, dim], the batch's B real clips first) than to every other real clip.
+    Columns marked in ``same`` [B, C] (the same caption text, or the same data clip) other
+    than i are left out: they are not negatives."""
+    logits = F.normalize(fake.float(), dim=1) @ F.normalize(real.float(), dim=1).t() / tau
+    owner = torch.arange(fake.shape[0], device=fake.device)
+    drop = same.clone()
+    drop[owner, owner] = False
+    return F.cross_entropy(logits.masked_fill(drop, float("-inf")), owner)
+
+
 def r1_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): mean over the batch of |d sum(logits) / d inputs|^2, with a
     graph (it is trained through). ``inputs`` [B, ...] must require grad."""

@@ -13,7 +13,10 @@ Per step (``batch_size`` clips):
    is the data's rate) and ``synthesize``. Loss: non-saturating, against a text-aware frame
    discriminator (with ``d_stem`` > 0, full-resolution stride-1 convs before its trunk; with
    ``d_patch`` > 0, also its verdicts per region, weighted by it) and a text-aware video
-   discriminator (:mod:`.discriminators`);
+   discriminator (:mod:`.discriminators`); with ``image_contrastive`` > 0, also the real-fake
+   image contrastive loss in the frame discriminator's features (each generated clip nearer
+   the real clip of its caption than the other real clips of the batch and of the minimal
+   pairs: :func:`.losses.image_contrastive_loss`);
 3. discriminators: real vs generated vs real-with-another-clip's-caption (matching-aware),
    each region too with ``d_patch`` > 0 (weighted by it), R1 on the reals every ``r1_every``
    steps (lazy, scaled up by it); with ``d_steps`` n > 1, n - 1 updates of the discriminators
@@ -73,6 +76,7 @@ from t2v_rt.training.losses import (
     augment,
     augment_params,
     contrastive_loss,
+    image_contrastive_loss,
     d_loss,
     ema_beta,
     ema_update,
@@ -170,6 +174,14 @@ class AdversarialConfig(Settings):
     d_steps: int = bounded(1, 1, 16, "discriminator updates per generator update: the extra "
                            "ones on fresh batches (real clips, the generator's clips under "
                            "no_grad) before the generator's, same lr")
+    image_contrastive: float = bounded(0.0, 0.0, MAX_WEIGHT, "generator: weight of the "
+                                       "real-fake image contrastive loss (XMC-GAN) in the "
+                                       "frame discriminator's features: each generated clip "
+                                       "nearer the real clip of its caption than the batch's "
+                                       "other real clips and, with minimal_pairs, the real "
+                                       "clips whose caption differs in one word (0: off)")
+    image_contrastive_tau: float = bounded(0.1, 1e-3, 10.0, "image_contrastive: the "
+                                           "temperature of its cosine similarities")
     speed_negatives: float = bounded(0.0, 0.0, MAX_WEIGHT, "weight of real clips played at "
                                      "twice or half their speed, as fakes for the video "
                                      "discriminator (0: off)")
@@ -736,6 +748,29 @@ class AdversarialTrainer:
         G.train().requires_grad_(train_g)
         FD.requires_grad_(False)
         VD.requires_grad_(False)
+        image_real = None
+        if train_g and cfg.image_contrastive > 0 and b > 1:
+            # The real clips each generated clip is scored against, in the frame
+            # discriminator's features (mean over a clip's frames): the batch's, then the
+            # real clips of the minimal pairs, shown through a fresh augmentation.
+            others, other_ids, other_tokens = real, torch.from_numpy(clip_ids), tokens
+            if pairs is not None:
+                ids_p = pair_ids[has]
+                pr_clips = np.stack([np.asarray(self.data.clips[int(i)])[frame_idx.numpy()]
+                                     for i in ids_p])
+                pr_real = _to_float(pr_clips).to(device)
+                pr_aug = augment_params(len(ids_p), real.shape[-1], self.gen, cfg.translate,
+                                        cfg.cutout)
+                others = torch.cat([aug(real, aug_real), aug(pr_real, pr_aug)])
+                other_ids = torch.cat([other_ids, torch.from_numpy(ids_p)])
+                other_tokens = torch.cat([tokens, pair_tokens[pairs]])
+            else:
+                others = aug(real, aug_real)
+            with torch.no_grad(), autocast:
+                n_o = others.shape[0]
+                image_real = FD.features(FD.prepare(others.flatten(0, 1))).view(n_o, tc, -1)
+                image_real = image_real.float().mean(dim=1)
+            image_same = not_negatives(tokens, other_tokens, other_ids.to(device))
         with autocast, torch.set_grad_enabled(train_g):
             fake = self.fake(tokens, z, rel, steps, starts)
         loss_g = None
@@ -755,6 +790,10 @@ class AdversarialTrainer:
                         cfg.frame_weight * contrastive_loss(f_feat, FD.caption(columns),
                                                             owner_f, same)
                         + contrastive_loss(v_feat, VD.caption(columns), owner_v, same))
+                if image_real is not None:
+                    loss_g = loss_g + cfg.image_contrastive * image_contrastive_loss(
+                        f_feat.view(b, tc, -1).float().mean(dim=1), image_real, image_same,
+                        cfg.image_contrastive_tau)
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             self.opt_g.step()

@@ -1,4 +1,9 @@
-# Sourced by run-pairs0-last25.sh, run-pairs0-dsteps.sh and run-patch.sh.
+# Sourced by run-pairs0-last25.sh, run-pairs0-dsteps.sh, run-pairs0-ic.sh and run-patch.sh.
+# copy_run RUN DEST: a copy of run folder RUN (its sample videos left out) in DEST, to resume.
+copy_run() {
+    mkdir -p "$2"
+    (cd "$1" && tar cf - --exclude='samples-*' .) | tar xf - -C "$2"
+}
 # probe_and_score RUN JSON: the generator probe, the frame discriminator's gradient probe on
 # RUN's last checkpoint, and a 300-sample eval of RUN's generator into JSON.
 probe_and_score() {

@@ -22,8 +22,7 @@ declare -A EXTRA=([d2]="--set d_steps=2" [r1]="--set r1_gamma=0.1"
 test ! -e "$OUT" || { echo "$OUT exists; move it away first" >&2; exit 2; }
 mkdir -p "$OUT"
 for variant in $VARIANTS; do
-    mkdir -p "$OUT/$variant"
-    (cd "$RUN" && tar cf - --exclude='samples-*' .) | tar xf - -C "$OUT/$variant"
+    copy_run "$RUN" "$OUT/$variant"
     # The copy's latest checkpoint must be pairs0's last (step 14,742), not a later one.
     test "$(ls "$OUT/$variant"/checkpoint-*.safetensors | tail -1)" = \
         "$OUT/$variant/checkpoint-0014742.safetensors" \

@@ -24,19 +24,16 @@ mkdir -p "$OUT"
 declare -A EXTRA=([lowlr]="--set lr_g=0.0002 --set lr_d=0.0001 --set ema_halflife_steps=500"
                   [ema]="--set lr_d=0.0003 --set ema_halflife_steps=1500")
 for variant in lowlr ema; do
-    mkdir -p "$OUT/$variant"
-    (cd "$RUN" && tar cf - --exclude='samples-*' .) | tar xf - -C "$OUT/$variant"
+    copy_run "$RUN" "$OUT/$variant"
     # shellcheck disable=SC2086
     t2v-rt train --resume "$OUT/$variant" --minutes 25 --steps 100000 --set threads=1 \
         ${EXTRA[$variant]} > "$OUT/$variant.log" 2>&1 &
 done
 wait
-mkdir -p "$OUT/fw4"
-(cd "$RUN" && tar cf - --exclude='samples-*' .) | tar xf - -C "$OUT/fw4"
+copy_run "$RUN" "$OUT/fw4"
 t2v-rt train --resume "$OUT/fw4" --minutes 25 --steps 100000 --set threads=2 \
     --set frame_weight=4 > "$OUT/fw4.log" 2>&1
-mkdir -p "$OUT/lrd2"
-(cd "$RUN" && tar cf - --exclude='samples-*' .) | tar xf - -C "$OUT/lrd2"
+copy_run "$RUN" "$OUT/lrd2"
 t2v-rt train --resume "$OUT/lrd2" --minutes 25 --steps 100000 --set threads=2 \
     --set lr_d=0.002 > "$OUT/lrd2.log" 2>&1
 for variant in lowlr ema fw4 lrd2; do
