@@ -76,11 +76,11 @@ from t2v_rt.training.losses import (
     augment,
     augment_params,
     contrastive_loss,
-    image_contrastive_loss,
     d_loss,
     ema_beta,
     ema_update,
     g_loss,
+    image_contrastive_loss,
     negatives_loss,
     r1_penalty,
 )
@@ -179,7 +179,8 @@ class AdversarialConfig(Settings):
                                        "frame discriminator's features: each generated clip "
                                        "nearer the real clip of its caption than the batch's "
                                        "other real clips and, with minimal_pairs, the real "
-                                       "clips whose caption differs in one word (0: off)")
+                                       "clips whose caption differs in one word; not "
+                                       "scaled by frame_weight (0: off)")
     image_contrastive_tau: float = bounded(0.1, 1e-3, 10.0, "image_contrastive: the "
                                            "temperature of its cosine similarities")
     speed_negatives: float = bounded(0.0, 0.0, MAX_WEIGHT, "weight of real clips played at "
@@ -753,7 +754,8 @@ class AdversarialTrainer:
             # The real clips each generated clip is scored against, in the frame
             # discriminator's features (mean over a clip's frames): the batch's, then the
             # real clips of the minimal pairs, shown through a fresh augmentation.
-            others, other_ids, other_tokens = real, torch.from_numpy(clip_ids), tokens
+            others, other_tokens = aug(real, aug_real), tokens
+            other_ids = torch.from_numpy(clip_ids)
             if pairs is not None:
                 ids_p = pair_ids[has]
                 pr_clips = np.stack([np.asarray(self.data.clips[int(i)])[frame_idx.numpy()]
@@ -761,11 +763,9 @@ class AdversarialTrainer:
                 pr_real = _to_float(pr_clips).to(device)
                 pr_aug = augment_params(len(ids_p), real.shape[-1], self.gen, cfg.translate,
                                         cfg.cutout)
-                others = torch.cat([aug(real, aug_real), aug(pr_real, pr_aug)])
+                others = torch.cat([others, aug(pr_real, pr_aug)])
                 other_ids = torch.cat([other_ids, torch.from_numpy(ids_p)])
                 other_tokens = torch.cat([tokens, pair_tokens[pairs]])
-            else:
-                others = aug(real, aug_real)
             with torch.no_grad(), autocast:
                 n_o = others.shape[0]
                 image_real = FD.features(FD.prepare(others.flatten(0, 1))).view(n_o, tc, -1)
