@@ -6,8 +6,10 @@
 # 25 minutes"); a region's verdict weighs a corner among what that region holds.
 # lr_d=0.001 for 45 minutes, then resumed for 50 at lr_d=0.0003 (pairs0's phases): 95 minutes
 # on both cores, the last 25 of the 2 hours left. Legs: PHASE=1 (45 min), PHASE=2 (50 min,
-# then the probes and a 300-sample eval); both (the default) one after the other. Run from the
-# repository root after pip install ".[pretrained,torch]" and t2v-rt export-text-encoder.
+# then the probes and a 300-sample eval); both (the default) one after the other; PHASE=3
+# afterwards spends those last 25 minutes on the same run (120 in all), then the same probes.
+# Run from the repository root after pip install ".[pretrained,torch]" and
+# t2v-rt export-text-encoder.
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
 DATA=${DATA:-shapes5k-long}
@@ -25,4 +27,10 @@ if [ "$PHASE" = 2 ] || [ "$PHASE" = both ]; then
     t2v-rt train --resume "$run" --minutes 50 --steps 100000 --set lr_d=0.0003
     python docs/models/experiments/corner_probe.py "$(last "$run")"
     probe_and_score "$run" docs/models/experiments/eval-patch.json
+fi
+if [ "$PHASE" = 3 ]; then
+    run=$(ls -d "$RUNS"/*-patch)
+    t2v-rt train --resume "$run" --minutes 25 --steps 100000
+    python docs/models/experiments/corner_probe.py "$(last "$run")"
+    probe_and_score "$run" docs/models/experiments/eval-patch-120.json
 fi
