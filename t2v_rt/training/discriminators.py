@@ -45,6 +45,12 @@ def trunk_widths(resolution: int, base: int, max_width: int) -> list[int]:
     return [min(base * 2**i, max_width) for i in range(downs)]
 
 
+def trunk_sides(resolution: int, base: int, max_width: int) -> list[int]:
+    """The side of the trunk's map after each stride-2 conv of :func:`trunk_widths` (the
+    sides a per-region verdict can be taken at)."""
+    return [resolution >> (i + 1) for i in range(len(trunk_widths(resolution, base, max_width)))]
+
+
 class CaptionEmbedding(nn.Module):
     """Token ids [B, L] (0 pads) -> [B, dim]: the mean of the tokens' embeddings, then an MLP.
     With ``embedding_dim``: a sentence embedding [B, embedding_dim] -> [B, dim], a Linear in
@@ -73,7 +79,7 @@ class ProjectionDiscriminator(nn.Module):
         if stem < 0:
             raise ValueError(f"stem convs must be 0 or more, got {stem}")
         widths = trunk_widths(resolution, base, max_width)
-        sides = [resolution // 2 ** (i + 1) for i in range(len(widths))]
+        sides = trunk_sides(resolution, base, max_width)
         if patch_side and patch_side not in sides:
             raise ValueError(f"patch verdicts are taken on one of the trunk's maps, of side "
                              f"{', '.join(map(str, sides))}; got {patch_side}")

@@ -70,7 +70,7 @@ from t2v_rt.errors import ConfigError, UsageError
 from t2v_rt.generators.config import bounded
 from t2v_rt.training import runs
 from t2v_rt.training.discriminators import (
-    MIN_RESOLUTION, FrameDiscriminator, VideoDiscriminator, trunk_widths,
+    MIN_RESOLUTION, FrameDiscriminator, VideoDiscriminator, trunk_sides,
 )
 from t2v_rt.training.losses import (
     augment,
@@ -236,8 +236,7 @@ class AdversarialConfig(Settings):
             raise ConfigError(f"{source}: clip_frames ({self.clip_frames}) must not exceed "
                               f"frames ({self.frames}), the frames of each data clip")
         if self.d_patch > 0 and self.size >= MIN_RESOLUTION:
-            sides = [self.size >> (i + 1) for i in
-                     range(len(trunk_widths(self.size, self.d_width, self.d_max_width)))]
+            sides = trunk_sides(self.size, self.d_width, self.d_max_width)
             if self.d_patch_side not in sides:
                 raise ConfigError(f"{source}: d_patch_side {self.d_patch_side} is not the side "
                                   f"of one of the frame discriminator's maps at size "
@@ -758,7 +757,7 @@ class AdversarialTrainer:
             other_ids = torch.from_numpy(clip_ids)
             if pairs is not None:
                 ids_p = pair_ids[has]
-                pr_clips = np.stack([np.asarray(self.data.clips[int(i)])[frame_idx.numpy()]
+                pr_clips = np.stack([self.data.clips[int(i), frame_idx.numpy()]
                                      for i in ids_p])
                 pr_real = _to_float(pr_clips).to(device)
                 pr_aug = augment_params(len(ids_p), real.shape[-1], self.gen, cfg.translate,
@@ -810,7 +809,7 @@ class AdversarialTrainer:
             f_text, v_text = FD.caption(tokens), VD.caption(tokens)
             fr, vr = FD.project(fr_feat, rep(f_text)), VD.project(vr_feat, v_text)
             ff_feat, ff_patches = FD.features_and_patches(FD.prepare(fa.flatten(0, 1)))
-            ff = FD.project(ff_feat, FD.caption(rep(tokens)))
+            ff = FD.project(ff_feat, rep(f_text))
             vf = VD(fa, times, tokens)
             if cfg.matching and b > 1:
                 # The real clips' features under another clip's caption: no second trunk pass.
