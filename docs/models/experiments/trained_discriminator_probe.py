@@ -84,13 +84,20 @@ FAMILY = {"circle": "circle", "ball": "circle", "disc": "circle", "square": "squ
           "box": "square", "triangle": "triangle"}
 
 
+def shape_word(words: list[str]) -> int | None:
+    """Index of the caption's shape word, or None: the first word of :data:`FAMILY` that is
+    not the "circle" of the motion "moving in a circle" (a caption may leave the shape out)."""
+    return next((j for j, w in enumerate(words)
+                 if w in FAMILY and words[max(0, j - 2):j] != ["in", "a"]), None)
+
+
 def by_pair(tr, caps, real, fake, acc) -> None:
     """Each caption's first shape word replaced by each other shape in turn: whether the frame
     discriminator scores the true caption above it, on the real and the generated first frame,
     under "shape real circle->square" and the like."""
     for i, caption in enumerate(caps):
         words = caption.split()
-        at = next((j for j, w in enumerate(words) if w in FAMILY), None)
+        at = shape_word(words)
         if at is None:
             continue
         own = FAMILY[words[at]]

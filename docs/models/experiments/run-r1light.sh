@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# "r1light": pairs0's recipe (run-pairs0.sh: stem2 with hard minimal pairs from the first
+# step) with R1 at a tenth of its weight from the first step (r1_gamma=0.1; StyleGAN2-ADA's
+# rule of thumb for 64 x 64 at a batch of 8), for the whole 2-hour CPU budget. Resumed from
+# pairs0 for its last 25 minutes (run-pairs0-dsteps.sh's r1), the lighter R1 made the frame
+# discriminator tell small real squares from small circles (shape_by_size_probe.py: 98 % of
+# frames, where pairs0's was at 42 %), and the generator's squares and circles began to draw
+# apart (docs/models/stylegan-v-shapes.md, "Squares and circles, by size"). This gives that
+# discriminator the whole run.
+# lr_d=0.001 for 45 minutes (PHASE=1), then resumed for 75 at lr_d=0.0003 (PHASE=2: pairs0's
+# 50 minutes and the 25 left of the budget), then the probes and a 300-sample eval; both (the
+# default) one after the other: 120 minutes on both cores. Run from the repository root
+# after pip install ".[pretrained,torch]" and t2v-rt export-text-encoder.
+set -euo pipefail
+. "$(dirname "$0")/probe-and-score.sh"
+DATA=${DATA:-shapes5k-long}
+RUNS=${RUNS:-runs-r1light}
+PHASE=${PHASE:-both}
+last() { ls "$1"/checkpoint-*.safetensors | tail -1; }
+if [ "$PHASE" = 1 ] || [ "$PHASE" = both ]; then
+    . "$(dirname "$0")/fixed-stride-recipe.sh"
+    COMMON+=(--set coordinates=absolute --set d_stem=2 --set threads=2
+             --set minimal_pairs=1 --set minimal_pair_draws=8 --set r1_gamma=0.1)
+    t2v-rt train "${COMMON[@]}" --minutes 45 --set name=r1light
+    python docs/models/experiments/shape_by_size_probe.py "$(last "$(ls -d "$RUNS"/*-r1light)")"
+fi
+if [ "$PHASE" = 2 ] || [ "$PHASE" = both ]; then
+    run=$(ls -d "$RUNS"/*-r1light)
+    t2v-rt train --resume "$run" --minutes 75 --steps 100000 --set lr_d=0.0003
+    python docs/models/experiments/shape_by_size_probe.py "$(last "$run")"
+    probe_and_score "$run" docs/models/experiments/eval-r1light.json
+fi
