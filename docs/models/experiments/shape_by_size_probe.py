@@ -2,7 +2,8 @@
 generator draw them apart? (docs/models/stylegan-v-shapes.md, "Squares and circles, by
 size".)
 
-A diagnostic, not a training path. Two readings of a training run's checkpoint:
+A diagnostic, not a training path. Two readings of a training run's checkpoint, and a
+third of its data on request:
 
 1. **The frame discriminator.** Frames of data clips whose caption names a circle or a
    square (circle, ball, disc; square, box), each under its own caption and under the same
@@ -43,11 +44,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from safetensors import safe_open
+from safetensors.torch import save_file
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from trained_discriminator_probe import FAMILY, load_trainer, shape_word  # noqa: E402
-
-from safetensors import safe_open  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 
 from t2v_rt.backends import create_backend  # noqa: E402
 from t2v_rt.models.shapes import attributes as A  # noqa: E402
