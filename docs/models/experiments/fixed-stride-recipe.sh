@@ -13,6 +13,12 @@ COMMON=(--data "$DATA" --arch stylegan-v --run-dir "$RUNS" --steps 100000
         --set augment=false --set text_encoder=all-MiniLM-L6-v2
         --set 'channels=[64,64,32,32,16]')
 
+# pairs0's additions to COMMON (run-pairs0.sh; also the base of run-patch.sh and
+# run-r1light.sh): coordinate inputs, a two-conv full-resolution stem in the frame
+# discriminator, both cores, hard minimal pairs from the first step.
+PAIRS0=(--set coordinates=absolute --set d_stem=2 --set threads=2
+        --set minimal_pairs=1 --set minimal_pair_draws=8)
+
 # hard_pairs_and_score RUN MINUTES JSON: the second phase of run-stem*.sh (RUN resumed for
 # MINUTES with minimal_pairs=1, minimal_pair_draws=8, lr_d=0.0003), then the generator probe,
 # the discriminators' shape score per pair of shape words and a 300-sample eval into JSON.

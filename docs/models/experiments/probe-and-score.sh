@@ -1,4 +1,7 @@
-# Sourced by run-pairs0-last25.sh, run-pairs0-dsteps.sh, run-pairs0-ic.sh and run-patch.sh.
+# Sourced by run-pairs0.sh, run-pairs0-last25.sh, run-pairs0-dsteps.sh, run-pairs0-ic.sh,
+# run-patch.sh, run-r1light.sh and run-stem2-more.sh.
+# last RUN: the path of RUN's latest checkpoint.
+last() { ls "$1"/checkpoint-*.safetensors | tail -1; }
 # copy_run RUN DEST: a copy of run folder RUN (its sample videos left out) in DEST, to resume.
 copy_run() {
     mkdir -p "$2"

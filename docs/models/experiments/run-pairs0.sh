@@ -10,10 +10,9 @@
 set -euo pipefail
 DATA=${DATA:-shapes5k-long}
 RUNS=${RUNS:-runs-pairs0}
+. "$(dirname "$0")/probe-and-score.sh"
 . "$(dirname "$0")/fixed-stride-recipe.sh"
-COMMON+=(--set coordinates=absolute --set d_stem=2 --set threads=2
-         --set minimal_pairs=1 --set minimal_pair_draws=8)
-last() { ls "$1"/checkpoint-*.safetensors | tail -1; }
+COMMON+=("${PAIRS0[@]}")
 t2v-rt train "${COMMON[@]}" --minutes 20 --set name=pairs0
 run=$(ls -d "$RUNS"/*-pairs0)
 python docs/models/experiments/corner_probe.py "$(last "$run")"

@@ -15,11 +15,9 @@ set -euo pipefail
 DATA=${DATA:-shapes5k-long}
 RUNS=${RUNS:-runs-patch}
 PHASE=${PHASE:-both}
-last() { ls "$1"/checkpoint-*.safetensors | tail -1; }
 if [ "$PHASE" = 1 ] || [ "$PHASE" = both ]; then
     . "$(dirname "$0")/fixed-stride-recipe.sh"
-    COMMON+=(--set coordinates=absolute --set d_stem=2 --set threads=2
-             --set minimal_pairs=1 --set minimal_pair_draws=8 --set d_patch=1)
+    COMMON+=("${PAIRS0[@]}" --set d_patch=1)
     t2v-rt train "${COMMON[@]}" --minutes 45 --set name=patch
 fi
 if [ "$PHASE" = 2 ] || [ "$PHASE" = both ]; then

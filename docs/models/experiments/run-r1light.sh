@@ -16,11 +16,9 @@ set -euo pipefail
 DATA=${DATA:-shapes5k-long}
 RUNS=${RUNS:-runs-r1light}
 PHASE=${PHASE:-both}
-last() { ls "$1"/checkpoint-*.safetensors | tail -1; }
 if [ "$PHASE" = 1 ] || [ "$PHASE" = both ]; then
     . "$(dirname "$0")/fixed-stride-recipe.sh"
-    COMMON+=(--set coordinates=absolute --set d_stem=2 --set threads=2
-             --set minimal_pairs=1 --set minimal_pair_draws=8 --set r1_gamma=0.1)
+    COMMON+=("${PAIRS0[@]}" --set r1_gamma=0.1)
     t2v-rt train "${COMMON[@]}" --minutes 45 --set name=r1light
     python docs/models/experiments/shape_by_size_probe.py "$(last "$(ls -d "$RUNS"/*-r1light)")"
 fi

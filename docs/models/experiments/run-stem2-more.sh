@@ -11,6 +11,7 @@
 # for each copy, the generator probe and a 300-sample eval. Run from the repository root after
 # run-stem2.sh (RUN names its run folder; its last checkpoint must still be there).
 set -euo pipefail
+. "$(dirname "$0")/probe-and-score.sh"
 RUN=${RUN:-runs-stem2/00000-stem2}
 OUT=${OUT:-runs-stem2-more}
 test ! -e "$OUT" || { echo "$OUT exists; move it away first" >&2; exit 2; }
@@ -22,7 +23,6 @@ for variant in more r1low lrg2; do
     t2v-rt train --resume "$OUT/$variant" --minutes 25 --steps 100000 \
         --set minimal_pairs=1 --set minimal_pair_draws=8 --set lr_d=0.0003 ${EXTRA[$variant]}
 done
-last() { ls "$1"/checkpoint-*.safetensors | tail -1; }
 python docs/models/experiments/corner_probe.py "$(last "$RUN")"
 for variant in more r1low lrg2; do
     python docs/models/experiments/corner_probe.py "$(last "$OUT/$variant")"
