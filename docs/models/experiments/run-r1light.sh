@@ -11,20 +11,25 @@
 # 50 minutes and the 25 left of the budget), then the probes and a 300-sample eval; both (the
 # default) one after the other: 120 minutes on both cores. Run from the repository root
 # after pip install ".[pretrained,torch]" and t2v-rt export-text-encoder.
+# "r1faint" (the next section of the card): the same with R1=0.01:
+#     NAME=r1faint R1=0.01 bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
 DATA=${DATA:-shapes5k-long}
-RUNS=${RUNS:-runs-r1light}
+NAME=${NAME:-r1light}
+R1=${R1:-0.1}
+MIN2=${MIN2:-75}
+RUNS=${RUNS:-runs-$NAME}
 PHASE=${PHASE:-both}
 if [ "$PHASE" = 1 ] || [ "$PHASE" = both ]; then
     . "$(dirname "$0")/fixed-stride-recipe.sh"
-    COMMON+=("${PAIRS0[@]}" --set r1_gamma=0.1)
-    t2v-rt train "${COMMON[@]}" --minutes 45 --set name=r1light
-    python docs/models/experiments/shape_by_size_probe.py "$(last "$(ls -d "$RUNS"/*-r1light)")"
+    COMMON+=("${PAIRS0[@]}" --set r1_gamma="$R1")
+    t2v-rt train "${COMMON[@]}" --minutes 45 --set name="$NAME"
+    python docs/models/experiments/shape_by_size_probe.py "$(last "$(ls -d "$RUNS"/*-"$NAME")")"
 fi
 if [ "$PHASE" = 2 ] || [ "$PHASE" = both ]; then
-    run=$(ls -d "$RUNS"/*-r1light)
-    t2v-rt train --resume "$run" --minutes 75 --steps 100000 --set lr_d=0.0003
+    run=$(ls -d "$RUNS"/*-"$NAME")
+    t2v-rt train --resume "$run" --minutes "$MIN2" --steps 100000 --set lr_d=0.0003
     python docs/models/experiments/shape_by_size_probe.py "$(last "$run")"
-    probe_and_score "$run" docs/models/experiments/eval-r1light.json
+    probe_and_score "$run" docs/models/experiments/eval-"$NAME".json
 fi
