@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# "pairs0", shipped as stylegan-v-shapes-minilm: the recipe of run-stem2.sh with hard
+# "pairs0", shipped as stylegan-v-shapes-minilm from 2026-12-04 to 2026-12-05 (replaced by
+# r1faint, run-r1light.sh): the recipe of run-stem2.sh with hard
 # minimal-pair negatives from the first step instead of from minute 45
 # (docs/models/stylegan-v-shapes.md, "Hard pairs from the first step"): minimal_pairs=1,
 # minimal_pair_draws=8 throughout; lr_d=0.001 for 45 minutes (in two legs of 20 and 25, the
@@ -21,7 +22,7 @@ python docs/models/experiments/corner_probe.py "$(last "$run")"
 python docs/models/experiments/speed_shape_probe.py "$run/generator.safetensors"
 hard_pairs_and_score "$run" 50 docs/models/experiments/eval-pairs0.json
 python docs/models/experiments/corner_probe.py "$(last "$run")"
-# Ship it as stylegan-v-shapes-minilm (docs/models/stylegan-v-shapes.md, "Reproduce"):
+# How it was shipped as stylegan-v-shapes-minilm (docs/models/stylegan-v-shapes.md, "Reproduce"):
 # cp "$run/generator.safetensors" t2v_rt/weights/stylegan-v-shapes-minilm.safetensors
 # cp "$run/generator.json" t2v_rt/weights/stylegan-v-shapes-minilm.json
 # t2v-rt export-onnx --model stylegan-v-shapes-minilm --precision fp32 --force \

@@ -33,3 +33,14 @@ if [ "$PHASE" = 2 ] || [ "$PHASE" = both ]; then
     python docs/models/experiments/shape_by_size_probe.py "$(last "$run")"
     probe_and_score "$run" docs/models/experiments/eval-"$NAME".json
 fi
+# r1faint is shipped as stylegan-v-shapes-minilm (docs/models/stylegan-v-shapes.md, "Reproduce"):
+# cp "$run/generator.safetensors" t2v_rt/weights/stylegan-v-shapes-minilm.safetensors
+# cp "$run/generator.json" t2v_rt/weights/stylegan-v-shapes-minilm.json
+# t2v-rt export-onnx --model stylegan-v-shapes-minilm --precision fp32 --force \
+#     --out t2v_rt/weights/stylegan-v-shapes-minilm-onnx
+# t2v-rt eval --model stylegan-v-shapes-minilm --samples 600 \
+#     --json docs/models/eval-stylegan-v-shapes-minilm.json
+# t2v-rt eval --model stylegan-v-shapes-minilm --prompts unseen-words --samples 300 \
+#     --long-run 0 --json docs/models/eval-stylegan-v-shapes-minilm-unseen-words.json
+# python docs/make_figures.py --model stylegan-v-shapes-minilm \
+#     --out docs/models/stylegan-v-shapes-minilm-strip.png
