@@ -22,14 +22,4 @@ python docs/models/experiments/corner_probe.py "$(last "$run")"
 python docs/models/experiments/speed_shape_probe.py "$run/generator.safetensors"
 hard_pairs_and_score "$run" 50 docs/models/experiments/eval-pairs0.json
 python docs/models/experiments/corner_probe.py "$(last "$run")"
-# How it was shipped as stylegan-v-shapes-minilm (docs/models/stylegan-v-shapes.md, "Reproduce"):
-# cp "$run/generator.safetensors" t2v_rt/weights/stylegan-v-shapes-minilm.safetensors
-# cp "$run/generator.json" t2v_rt/weights/stylegan-v-shapes-minilm.json
-# t2v-rt export-onnx --model stylegan-v-shapes-minilm --precision fp32 --force \
-#     --out t2v_rt/weights/stylegan-v-shapes-minilm-onnx
-# t2v-rt eval --model stylegan-v-shapes-minilm --samples 600 \
-#     --json docs/models/eval-stylegan-v-shapes-minilm.json
-# t2v-rt eval --model stylegan-v-shapes-minilm --prompts unseen-words --samples 300 \
-#     --long-run 0 --json docs/models/eval-stylegan-v-shapes-minilm-unseen-words.json
-# python docs/make_figures.py --model stylegan-v-shapes-minilm \
-#     --out docs/models/stylegan-v-shapes-minilm-strip.png
+# It was shipped as stylegan-v-shapes-minilm with the commands at the end of run-r1light.sh.

@@ -18,7 +18,6 @@ set -euo pipefail
 DATA=${DATA:-shapes5k-long}
 NAME=${NAME:-r1light}
 R1=${R1:-0.1}
-MIN2=${MIN2:-75}
 RUNS=${RUNS:-runs-$NAME}
 PHASE=${PHASE:-both}
 if [ "$PHASE" = 1 ] || [ "$PHASE" = both ]; then
@@ -29,11 +28,12 @@ if [ "$PHASE" = 1 ] || [ "$PHASE" = both ]; then
 fi
 if [ "$PHASE" = 2 ] || [ "$PHASE" = both ]; then
     run=$(ls -d "$RUNS"/*-"$NAME")
-    t2v-rt train --resume "$run" --minutes "$MIN2" --steps 100000 --set lr_d=0.0003
+    t2v-rt train --resume "$run" --minutes 75 --steps 100000 --set lr_d=0.0003
     python docs/models/experiments/shape_by_size_probe.py "$(last "$run")"
     probe_and_score "$run" docs/models/experiments/eval-"$NAME".json
 fi
-# r1faint is shipped as stylegan-v-shapes-minilm (docs/models/stylegan-v-shapes.md, "Reproduce"):
+# r1faint is shipped as stylegan-v-shapes-minilm (docs/models/stylegan-v-shapes.md, "Reproduce";
+# pairs0 was shipped the same way):
 # cp "$run/generator.safetensors" t2v_rt/weights/stylegan-v-shapes-minilm.safetensors
 # cp "$run/generator.json" t2v_rt/weights/stylegan-v-shapes-minilm.json
 # t2v-rt export-onnx --model stylegan-v-shapes-minilm --precision fp32 --force \
