@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The training step of the shipped recipe (docs/models/experiments/run-stem2.sh, learned
-# vocabulary), one process alone on the GPU, at batches 8, 32, 64, 128: phase 1 and phase 2
-# (minimal pairs). What bench/gpu/train_shapes.py's side-by-side runs cannot say (each there
-# had a share of the GPU). On the lent GPU, with .whl carried (about 2 minutes):
+# The training step of the shipped recipe (docs/models/experiments/run-r1light.sh as r1faint,
+# learned vocabulary: train_shapes.py --print-recipe 1; its phase 2 only lowers lr_d, the same
+# step), one process alone on the GPU, at batches 8, 32, 64, 128. What
+# bench/gpu/train_shapes.py's side-by-side runs cannot say (each there had a share of the GPU).
+# On the lent GPU, with .whl carried (about 1 minute):
 #
-#     bash bench/gpu/recipe_speed.sh          # -> $OUT/train_speed_recipe{,_pairs}-gpu.json
+#     bash bench/gpu/recipe_speed.sh          # -> $OUT/train_speed_recipe-gpu.json
 #
 # Here (CPU): STEPS=1 REPEATS=1 BATCHES=16 OUT=/tmp/x bash bench/gpu/recipe_speed.sh
 set -euo pipefail
@@ -13,10 +14,8 @@ cd "$(dirname "$0")/../.."
 trap 'rm -rf "$work"' EXIT
 # the recipe, as bench/gpu/train_shapes.py trains it
 mapfile -t RECIPE < <("$py" bench/gpu/train_shapes.py --print-recipe 1)
-mapfile -t PAIRS < <("$py" bench/gpu/train_shapes.py --print-recipe 2)
-[ ${#RECIPE[@]} -gt 0 ] && [ ${#PAIRS[@]} -gt ${#RECIPE[@]} ] || { echo "recipe_speed: no recipe from train_shapes.py --print-recipe" >&2; exit 1; }
+[ ${#RECIPE[@]} -gt 0 ] || { echo "recipe_speed: no recipe from train_shapes.py --print-recipe" >&2; exit 1; }
 B=${BATCHES:-8,32,64,128}
 first=${B%%,*}; more=${B#"$first"}; more=${more#,}
 args=(--arch stylegan-v --steps "${STEPS:-20}" --repeats "${REPEATS:-3}" --batch "$first" --more-batches "$more")
 "$py" bench/train_speed.py "${args[@]}" "${RECIPE[@]}" --name train_speed_recipe
-"$py" bench/train_speed.py "${args[@]}" "${PAIRS[@]}" --name train_speed_recipe_pairs

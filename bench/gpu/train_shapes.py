@@ -8,14 +8,14 @@ What it does, every step a ``t2v-rt`` command (``python -m t2v_rt``) as a user w
 1. ``t2v-rt dataset render-shapes DATA --clips 5000 --seconds 2.4`` (the card's dataset,
    shapes5k-long: 36 frames, 64x64 at 15 fps, held-out colour-shape pairs excluded), then the
    training cache decoded once (``t2v_rt.data.open_training_set``, what ``train`` reads);
-2. ``t2v-rt train --data DATA --arch stylegan-v`` with the recipe of
-   docs/models/experiments/run-stem2.sh (fixed stride 3, contrastive captions, speed
-   negatives, absolute coordinates, d_stem=2) and the learned vocabulary (the pretrained
-   encoder's 83 MB package does not fit the device's 64 MiB carry), one run per batch size in
-   ``--batches``, side by side on the one GPU (bf16 autocast, the trainer's CUDA default; so the
-   clips/s in the record are each run's share of the GPU, not the GPU's alone);
-   the budget's training time is split as on the CPU: 47 % at lr_d=1e-3, then resumed with
-   minimal_pairs=1, minimal_pair_draws=8, lr_d=3e-4;
+2. ``t2v-rt train --data DATA --arch stylegan-v`` with the recipe of the shipped model,
+   docs/models/experiments/run-r1light.sh as r1faint (fixed stride 3, contrastive captions, speed
+   negatives, absolute coordinates, d_stem=2, hard minimal pairs from the first step,
+   r1_gamma=0.01) and the learned vocabulary (the pretrained encoder's 83 MB package does not
+   fit the device's 64 MiB carry), one run per batch size in ``--batches``, side by side on
+   the one GPU (bf16 autocast, the trainer's CUDA default; so the clips/s in the record are each
+   run's share of the GPU, not the GPU's alone); the budget's training time is split as on the
+   CPU: 45/120 at lr_d=1e-3, then resumed at lr_d=3e-4;
 3. with ``--samples N``, ``t2v-rt eval --model RUN/generator.safetensors --samples N
    --long-run 0 --backend torch`` for each run. On the GPU the default is none: the lease goes
    to training, and the returned generators are scored back on the CPU machine with the same
@@ -41,20 +41,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import write_result  # noqa: E402
 
-# The recipe of docs/models/experiments/run-stem2.sh and run-pairs0.sh (fixed-stride-recipe.sh's
-# settings, coordinates=absolute, d_stem=2) without its text encoder: the learned vocabulary.
-# bench/gpu/recipe_speed.sh times the same step (--print-recipe).
+# The recipe of the shipped model (docs/models/experiments/run-r1light.sh with NAME=r1faint
+# R1=0.01: fixed-stride-recipe.sh's COMMON and PAIRS0, R1 at a hundredth) without its text
+# encoder: the learned vocabulary. Phase 2 only lowers lr_d, so both phases take the same step;
+# bench/gpu/recipe_speed.sh times it (--print-recipe 1).
 RECIPE = ["--set", "latent_dim=32", "--set", "text_dim=32", "--set", "w_dim=64",
           "--set", "motion_dim=32", "--set", "lr_g=0.001", "--set", "lr_d=0.001",
           "--set", "frames=36", "--set", "clip_frames=6", "--set", "min_stride=3",
           "--set", "max_stride=3", "--set", "contrastive=1", "--set", "time_modulation=features",
           "--set", "speed_negatives=1", "--set", "augment=false",
           "--set", "channels=[64,64,32,32,16]", "--set", "coordinates=absolute",
-          "--set", "d_stem=2"]
+          "--set", "d_stem=2", "--set", "minimal_pairs=1", "--set", "minimal_pair_draws=8",
+          "--set", "r1_gamma=0.01"]
 RUN_FLAGS = ["--arch", "stylegan-v", "--steps", "1000000", "--set", "sample_every=0",
              "--set", "checkpoint_every=5000"]
-PHASE2 = ["--set", "minimal_pairs=1", "--set", "minimal_pair_draws=8", "--set", "lr_d=0.0003"]
-PHASE1_SHARE = 45 / 95             # run-stem2.sh: 45 minutes, then 50 with minimal pairs
+PHASE2 = ["--set", "lr_d=0.0003"]
+PHASE1_SHARE = 45 / 120            # run-r1light.sh: 45 minutes, then 75 at the lower lr_d
 FRAMES, SIZE = 36, 64
 
 
@@ -151,8 +153,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=4, help="CPU threads per training run")
     ap.add_argument("--work", type=Path, default=None, help="data, cache and runs (default: a temp folder)")
     ap.add_argument("--print-recipe", type=int, choices=(1, 2), default=None, metavar="PHASE",
-                    help="print the recipe's --set arguments of phase 1 or 2 (with its minimal "
-                         "pairs), one a line, and exit")
+                    help="print the recipe's --set arguments of phase 1 or 2 (phase 1's with "
+                         "the lower lr_d), one a line, and exit")
     ap.add_argument("--dry-run", action="store_true",
                     help="the rehearsal on a CPU: 48 clips, 40 eval samples, device cpu")
     args = ap.parse_args(argv)

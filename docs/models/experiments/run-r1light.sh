@@ -13,6 +13,8 @@
 # after pip install ".[pretrained,torch]" and t2v-rt export-text-encoder.
 # "r1faint" (the next section of the card): the same with R1=0.01:
 #     NAME=r1faint R1=0.01 bash docs/models/experiments/run-r1light.sh
+# "r1fainter" (the section after it; not shipped: speed lost), R1=0.003:
+#     NAME=r1fainter R1=0.003 bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
 DATA=${DATA:-shapes5k-long}
