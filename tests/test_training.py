@@ -933,3 +933,24 @@ def test_patch_verdicts_join_the_discriminator_loss_with_and_without_matching(
     assert calls == [frames, videos, regions]
     expected = float((values[0] + values[1] + 0.5 * values[2]).detach())
     assert row["d"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_r1_video_scale_weighs_only_the_video_discriminator(tmp_path, dataset):
+    """r1_video_scale=0 leaves the video discriminator's R1 step as with no R1 at all, and
+    the frame discriminator's as with R1; at the default (1) R1 moves both."""
+    def after_r1_step(**kw):
+        cfg = settings(tmp_path, dataset, arch="stylegan-v", **kw)
+        tr = AdversarialTrainer.create(cfg.validate(), dataset[2])
+        tr.step(4)                            # an R1 step (r1_every 4)
+        return ({k: v.clone() for k, v in tr.FD.state_dict().items()},
+                {k: v.clone() for k, v in tr.VD.state_dict().items()})
+
+    def same(a, b):
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    f0, v0 = after_r1_step(r1_gamma=0.0)
+    f1, v1 = after_r1_step(r1_gamma=50.0)
+    fs, vs = after_r1_step(r1_gamma=50.0, r1_video_scale=0.0)
+    assert same(f0, after_r1_step(r1_gamma=0.0)[0])          # the step is deterministic
+    assert not same(f1, f0) and not same(v1, v0)
+    assert same(fs, f1) and same(vs, v0)

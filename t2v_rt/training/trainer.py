@@ -19,7 +19,7 @@ Per step (``batch_size`` clips):
    pairs: :func:`.losses.image_contrastive_loss`);
 3. discriminators: real vs generated vs real-with-another-clip's-caption (matching-aware),
    each region too with ``d_patch`` > 0 (weighted by it), R1 on the reals every ``r1_every``
-   steps (lazy, scaled up by it); with ``d_steps`` n > 1, n - 1 updates of the discriminators
+   steps (lazy, scaled up by it; the video discriminator's times ``r1_video_scale``); with ``d_steps`` n > 1, n - 1 updates of the discriminators
    alone on fresh batches come first; with ``contrastive`` > 0,
    also the image-caption contrastive loss over the batch (:func:`.losses.contrastive_loss`:
    every other caption of the batch is a negative, for D on the real clips and for G on its
@@ -154,6 +154,11 @@ class AdversarialConfig(Settings):
     lr_d: float = bounded(1e-3, 0.0, 1.0, "Adam learning rate of both discriminators")
     r1_gamma: float = bounded(1.0, 0.0, MAX_WEIGHT, "R1 weight (gamma / 2 x |grad|^2)")
     r1_every: int = bounded(4, 1, MAX_STEPS, "lazy R1: every this many steps, scaled up by it")
+    # Shape is read from single frames and speed only across them: at r1_gamma=0.003 the
+    # shapes run drew small squares and lost speed (docs/models/stylegan-v-shapes.md,
+    # "A three-hundredth of the R1 weight"), so the video discriminator's R1 can differ.
+    r1_video_scale: float = bounded(1.0, 0.0, MAX_WEIGHT, "the video discriminator's R1 "
+                                    "weight as a multiple of r1_gamma (1: the same)")
     matching: bool = flag(True, "real clips with another clip's caption count as fakes")
     contrastive: float = bounded(0.0, 0.0, MAX_WEIGHT, "weight of the image-caption "
                                  "contrastive loss over the batch (0: off)")
@@ -852,8 +857,9 @@ class AdversarialTrainer:
             # the frame discriminator's whole verdict: the frame's logit and, with patches,
             # the mean of its regions' (weighted as in the loss)
             f_all = fr if fr_patches is None else fr + cfg.d_patch * pr.mean(dim=1)
-            r1 = r1_penalty(f_all, real_in) + r1_penalty(vr, real_in)
-            loss = loss + cfg.r1_gamma / 2 * r1 * cfg.r1_every
+            r1_f, r1_v = r1_penalty(f_all, real_in), r1_penalty(vr, real_in)
+            r1 = r1_f + r1_v
+            loss = loss + cfg.r1_gamma / 2 * (r1_f + cfg.r1_video_scale * r1_v) * cfg.r1_every
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
