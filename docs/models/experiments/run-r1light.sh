@@ -15,16 +15,19 @@
 #     NAME=r1faint R1=0.01 bash docs/models/experiments/run-r1light.sh
 # "r1fainter" (the section after it; not shipped: speed lost), R1=0.003:
 #     NAME=r1fainter R1=0.003 bash docs/models/experiments/run-r1light.sh
+# VSCALE sets r1_video_scale (default 1: both discriminators at the weight R1); untried:
+#     NAME=r1split R1=0.003 VSCALE=3.33 bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
 DATA=${DATA:-shapes5k-long}
 NAME=${NAME:-r1light}
 R1=${R1:-0.1}
+VSCALE=${VSCALE:-1}
 RUNS=${RUNS:-runs-$NAME}
 PHASE=${PHASE:-both}
 if [ "$PHASE" = 1 ] || [ "$PHASE" = both ]; then
     . "$(dirname "$0")/fixed-stride-recipe.sh"
-    COMMON+=("${PAIRS0[@]}" --set r1_gamma="$R1")
+    COMMON+=("${PAIRS0[@]}" --set r1_gamma="$R1" --set r1_video_scale="$VSCALE")
     t2v-rt train "${COMMON[@]}" --minutes 45 --set name="$NAME"
     python docs/models/experiments/shape_by_size_probe.py "$(last "$(ls -d "$RUNS"/*-"$NAME")")"
 fi
