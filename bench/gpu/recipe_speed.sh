@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The training step of the shipped recipe (docs/models/experiments/run-r1light.sh as r1faint,
-# learned vocabulary: train_shapes.py --print-recipe 1; its phase 2 only lowers lr_d, the same
+# learned vocabulary: train_shapes.py --print-recipe; its phase 2 only lowers lr_d, the same
 # step), one process alone on the GPU, at batches 8, 32, 64, 128. What
 # bench/gpu/train_shapes.py's side-by-side runs cannot say (each there had a share of the GPU).
 # On the lent GPU, with .whl carried (about 1 minute):
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 . bench/gpu/device-env.sh
 trap 'rm -rf "$work"' EXIT
 # the recipe, as bench/gpu/train_shapes.py trains it
-mapfile -t RECIPE < <("$py" bench/gpu/train_shapes.py --print-recipe 1)
+mapfile -t RECIPE < <("$py" bench/gpu/train_shapes.py --print-recipe)
 [ ${#RECIPE[@]} -gt 0 ] || { echo "recipe_speed: no recipe from train_shapes.py --print-recipe" >&2; exit 1; }
 B=${BATCHES:-8,32,64,128}
 first=${B%%,*}; more=${B#"$first"}; more=${more#,}

@@ -44,7 +44,7 @@ from common import write_result  # noqa: E402
 # The recipe of the shipped model (docs/models/experiments/run-r1light.sh with NAME=r1faint
 # R1=0.01: fixed-stride-recipe.sh's COMMON and PAIRS0, R1 at a hundredth) without its text
 # encoder: the learned vocabulary. Phase 2 only lowers lr_d, so both phases take the same step;
-# bench/gpu/recipe_speed.sh times it (--print-recipe 1).
+# bench/gpu/recipe_speed.sh times it (--print-recipe).
 RECIPE = ["--set", "latent_dim=32", "--set", "text_dim=32", "--set", "w_dim=64",
           "--set", "motion_dim=32", "--set", "lr_g=0.001", "--set", "lr_d=0.001",
           "--set", "frames=36", "--set", "clip_frames=6", "--set", "min_stride=3",
@@ -152,14 +152,14 @@ def main(argv=None) -> int:
                          "training and the returned generators are scored back here; 40 in --dry-run)")
     ap.add_argument("--threads", type=int, default=4, help="CPU threads per training run")
     ap.add_argument("--work", type=Path, default=None, help="data, cache and runs (default: a temp folder)")
-    ap.add_argument("--print-recipe", type=int, choices=(1, 2), default=None, metavar="PHASE",
-                    help="print the recipe's --set arguments of phase 1 or 2 (phase 1's with "
-                         "the lower lr_d), one a line, and exit")
+    ap.add_argument("--print-recipe", action="store_true",
+                    help="print the recipe's --set arguments (phase 1's; phase 2 only lowers "
+                         "lr_d), one a line, and exit")
     ap.add_argument("--dry-run", action="store_true",
                     help="the rehearsal on a CPU: 48 clips, 40 eval samples, device cpu")
     args = ap.parse_args(argv)
     if args.print_recipe:
-        print("\n".join(RECIPE + (PHASE2 if args.print_recipe == 2 else [])))
+        print("\n".join(RECIPE))
         return 0
     deadline = T0 + args.budget_s
     import tempfile

@@ -19,8 +19,9 @@ Per step (``batch_size`` clips):
    pairs: :func:`.losses.image_contrastive_loss`);
 3. discriminators: real vs generated vs real-with-another-clip's-caption (matching-aware),
    each region too with ``d_patch`` > 0 (weighted by it), R1 on the reals every ``r1_every``
-   steps (lazy, scaled up by it; the video discriminator's times ``r1_video_scale``); with ``d_steps`` n > 1, n - 1 updates of the discriminators
-   alone on fresh batches come first; with ``contrastive`` > 0,
+   steps (lazy, scaled up by it; the video discriminator's times ``r1_video_scale``); with
+   ``d_steps`` n > 1, n - 1 updates of the discriminators alone on fresh batches come first;
+   with ``contrastive`` > 0,
    also the image-caption contrastive loss over the batch (:func:`.losses.contrastive_loss`:
    every other caption of the batch is a negative, for D on the real clips and for G on its
    own; with ``contrastive_bank`` > 0, also that many captions of random data clips, drawn
