@@ -15,7 +15,8 @@
 #     NAME=r1faint R1=0.01 bash docs/models/experiments/run-r1light.sh
 # "r1fainter" (the section after it; not shipped: speed lost), R1=0.003:
 #     NAME=r1fainter R1=0.003 bash docs/models/experiments/run-r1light.sh
-# VSCALE sets r1_video_scale (default 1: both discriminators at the weight R1); untried:
+# VSCALE sets r1_video_scale (default 1: both discriminators at the weight R1); "r1split"
+# (the section after r1fainter; not shipped: speed came back only in part):
 #     NAME=r1split R1=0.003 VSCALE=3.33 bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
