@@ -18,17 +18,22 @@
 # VSCALE sets r1_video_scale (default 1: both discriminators at the weight R1); "r1split"
 # (the section after r1fainter; not shipped: speed came back only in part):
 #     NAME=r1split R1=0.003 VSCALE=3.33 bash docs/models/experiments/run-r1light.sh
+# FW sets frame_weight (default 1: the frame and video discriminators' terms alike in the
+# generator's loss); untried: r1split with the frame discriminator's terms at half weight:
+#     NAME=r1split-fw R1=0.003 VSCALE=3.33 FW=0.5 bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
 DATA=${DATA:-shapes5k-long}
 NAME=${NAME:-r1light}
 R1=${R1:-0.1}
 VSCALE=${VSCALE:-1}
+FW=${FW:-1}
 RUNS=${RUNS:-runs-$NAME}
 PHASE=${PHASE:-both}
 if [ "$PHASE" = 1 ] || [ "$PHASE" = both ]; then
     . "$(dirname "$0")/fixed-stride-recipe.sh"
-    COMMON+=("${PAIRS0[@]}" --set r1_gamma="$R1" --set r1_video_scale="$VSCALE")
+    COMMON+=("${PAIRS0[@]}" --set r1_gamma="$R1" --set r1_video_scale="$VSCALE"
+             --set frame_weight="$FW")
     t2v-rt train "${COMMON[@]}" --minutes 45 --set name="$NAME"
     python docs/models/experiments/shape_by_size_probe.py "$(last "$(ls -d "$RUNS"/*-"$NAME")")"
 fi
