@@ -935,13 +935,28 @@ def test_patch_verdicts_join_the_discriminator_loss_with_and_without_matching(
     assert row["d"] == pytest.approx(expected, rel=1e-5)
 
 
-def test_r1_video_scale_weighs_only_the_video_discriminator(tmp_path, dataset):
+def test_r1_video_scale_weighs_only_the_video_discriminator(tmp_path, dataset, monkeypatch):
     """r1_video_scale=0 leaves the video discriminator's R1 step as with no R1 at all, and
-    the frame discriminator's as with R1; at the default (1) R1 moves both."""
+    the frame discriminator's as with R1, and skips the video R1's double-backward; at the
+    default (1) R1 moves both."""
+    from t2v_rt.training import trainer as T
+
+    penalties = []
+    real_penalty = T.r1_penalty
+
+    def spy(*args):
+        penalties.append(1)
+        return real_penalty(*args)
+
+    monkeypatch.setattr(T, "r1_penalty", spy)
+
     def after_r1_step(**kw):
         cfg = settings(tmp_path, dataset, arch="stylegan-v", **kw)
         tr = AdversarialTrainer.create(cfg.validate(), dataset[2])
+        penalties.clear()
         tr.step(4)                            # an R1 step (r1_every 4)
+        assert len(penalties) == (0 if cfg.r1_gamma == 0 else
+                                  1 if cfg.r1_video_scale == 0 else 2)
         return ({k: v.clone() for k, v in tr.FD.state_dict().items()},
                 {k: v.clone() for k, v in tr.VD.state_dict().items()})
 

@@ -159,7 +159,7 @@ class AdversarialConfig(Settings):
     # shapes run drew small squares and lost speed (docs/models/stylegan-v-shapes.md,
     # "A three-hundredth of the R1 weight"), so the video discriminator's R1 can differ.
     r1_video_scale: float = bounded(1.0, 0.0, MAX_WEIGHT, "the video discriminator's R1 "
-                                    "weight as a multiple of r1_gamma (1: the same)")
+                                    "weight as a multiple of r1_gamma (1: the same, 0: off)")
     matching: bool = flag(True, "real clips with another clip's caption count as fakes")
     contrastive: float = bounded(0.0, 0.0, MAX_WEIGHT, "weight of the image-caption "
                                  "contrastive loss over the batch (0: off)")
@@ -858,7 +858,9 @@ class AdversarialTrainer:
             # the frame discriminator's whole verdict: the frame's logit and, with patches,
             # the mean of its regions' (weighted as in the loss)
             f_all = fr if fr_patches is None else fr + cfg.d_patch * pr.mean(dim=1)
-            r1_f, r1_v = r1_penalty(f_all, real_in), r1_penalty(vr, real_in)
+            r1_f = r1_penalty(f_all, real_in)
+            # r1_video_scale=0: no second double-backward for a term weighted by 0
+            r1_v = r1_penalty(vr, real_in) if cfg.r1_video_scale > 0 else torch.zeros(())
             r1 = r1_f + r1_v
             loss = loss + cfg.r1_gamma / 2 * (r1_f + cfg.r1_video_scale * r1_v) * cfg.r1_every
         self.opt_d.zero_grad(set_to_none=True)
