@@ -19,7 +19,8 @@
 # (the section after r1fainter; not shipped: speed came back only in part):
 #     NAME=r1split R1=0.003 VSCALE=3.33 bash docs/models/experiments/run-r1light.sh
 # FW sets frame_weight (default 1: the frame and video discriminators' terms alike in the
-# generator's loss); untried: r1split with the frame discriminator's terms at half weight:
+# generator's loss); "r1split-fw" (the section after r1split; not shipped: every fast row of
+# the speed probe read as slow), r1split with the frame discriminator's terms at half weight:
 #     NAME=r1split-fw R1=0.003 VSCALE=3.33 FW=0.5 bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
