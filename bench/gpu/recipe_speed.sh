@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The training step of the shipped recipe (docs/models/experiments/run-r1light.sh as r1faint,
+# The training step of the shipped recipe (docs/models/experiments/run-r1light.sh as r1mid,
 # learned vocabulary: train_shapes.py --print-recipe; its phase 2 only lowers lr_d, the same
 # step), one process alone on the GPU, at batches 8, 32, 64, 128. What
 # bench/gpu/train_shapes.py's side-by-side runs cannot say (each there had a share of the GPU).

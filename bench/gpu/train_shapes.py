@@ -9,9 +9,10 @@ What it does, every step a ``t2v-rt`` command (``python -m t2v_rt``) as a user w
    shapes5k-long: 36 frames, 64x64 at 15 fps, held-out colour-shape pairs excluded), then the
    training cache decoded once (``t2v_rt.data.open_training_set``, what ``train`` reads);
 2. ``t2v-rt train --data DATA --arch stylegan-v`` with the recipe of the shipped model,
-   docs/models/experiments/run-r1light.sh as r1faint (fixed stride 3, contrastive captions, speed
+   docs/models/experiments/run-r1light.sh as r1mid (fixed stride 3, contrastive captions, speed
    negatives, absolute coordinates, d_stem=2, hard minimal pairs from the first step,
-   r1_gamma=0.01) and the learned vocabulary (the pretrained encoder's 83 MB package does not
+   r1_gamma=0.005 for the frame discriminator and r1_video_scale=2, 0.01, for the video
+   discriminator) and the learned vocabulary (the pretrained encoder's 83 MB package does not
    fit the device's 64 MiB carry), one run per batch size in ``--batches``, side by side on
    the one GPU (bf16 autocast, the trainer's CUDA default; so the clips/s in the record are each
    run's share of the GPU, not the GPU's alone); the budget's training time is split as on the
@@ -41,8 +42,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import write_result  # noqa: E402
 
-# The recipe of the shipped model (docs/models/experiments/run-r1light.sh with NAME=r1faint
-# R1=0.01: fixed-stride-recipe.sh's COMMON and PAIRS0, R1 at a hundredth) without its text
+# The recipe of the shipped model (docs/models/experiments/run-r1light.sh with NAME=r1mid
+# R1=0.005 VSCALE=2: fixed-stride-recipe.sh's COMMON and PAIRS0, the frame discriminator's R1
+# at a two-hundredth, the video discriminator's at a hundredth) without its text
 # encoder: the learned vocabulary. Phase 2 only lowers lr_d, so both phases take the same step;
 # bench/gpu/recipe_speed.sh times it (--print-recipe).
 RECIPE = ["--set", "latent_dim=32", "--set", "text_dim=32", "--set", "w_dim=64",
@@ -52,7 +54,8 @@ RECIPE = ["--set", "latent_dim=32", "--set", "text_dim=32", "--set", "w_dim=64",
           "--set", "speed_negatives=1", "--set", "augment=false",
           "--set", "channels=[64,64,32,32,16]", "--set", "coordinates=absolute",
           "--set", "d_stem=2", "--set", "minimal_pairs=1", "--set", "minimal_pair_draws=8",
-          "--set", "r1_gamma=0.01"]
+          "--set", "r1_gamma=0.005",
+          "--set", "r1_video_scale=2"]
 RUN_FLAGS = ["--arch", "stylegan-v", "--steps", "1000000", "--set", "sample_every=0",
              "--set", "checkpoint_every=5000"]
 PHASE2 = ["--set", "lr_d=0.0003"]

@@ -11,7 +11,7 @@
 # 50 minutes and the 25 left of the budget), then the probes and a 300-sample eval; both (the
 # default) one after the other: 120 minutes on both cores. Run from the repository root
 # after pip install ".[pretrained,torch]" and t2v-rt export-text-encoder.
-# "r1faint" (the next section of the card): the same with R1=0.01:
+# "r1faint" (the next section of the card; shipped until r1mid): the same with R1=0.01:
 #     NAME=r1faint R1=0.01 bash docs/models/experiments/run-r1light.sh
 # "r1fainter" (the section after it; not shipped: speed lost), R1=0.003:
 #     NAME=r1fainter R1=0.003 bash docs/models/experiments/run-r1light.sh
@@ -22,6 +22,11 @@
 # generator's loss); "r1split-fw" (the section after r1split; not shipped: every fast row of
 # the speed probe read as slow), r1split with the frame discriminator's terms at half weight:
 #     NAME=r1split-fw R1=0.003 VSCALE=3.33 FW=0.5 bash docs/models/experiments/run-r1light.sh
+# "r1mid" (the section after r1split-fw; shipped as stylegan-v-shapes-minilm): the frame
+# discriminator's R1 at 0.005, the video discriminator's at 0.01:
+#     NAME=r1mid R1=0.005 VSCALE=2 bash docs/models/experiments/run-r1light.sh
+# SEED sets the trainer's seed (default 0, every run above); another seed of r1mid, untried:
+#     NAME=r1mid-s1 R1=0.005 VSCALE=2 SEED=1 bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
 DATA=${DATA:-shapes5k-long}
@@ -29,12 +34,13 @@ NAME=${NAME:-r1light}
 R1=${R1:-0.1}
 VSCALE=${VSCALE:-1}
 FW=${FW:-1}
+SEED=${SEED:-0}
 RUNS=${RUNS:-runs-$NAME}
 PHASE=${PHASE:-both}
 if [ "$PHASE" = 1 ] || [ "$PHASE" = both ]; then
     . "$(dirname "$0")/fixed-stride-recipe.sh"
     COMMON+=("${PAIRS0[@]}" --set r1_gamma="$R1" --set r1_video_scale="$VSCALE"
-             --set frame_weight="$FW")
+             --set frame_weight="$FW" --set seed="$SEED")
     t2v-rt train "${COMMON[@]}" --minutes 45 --set name="$NAME"
     python docs/models/experiments/shape_by_size_probe.py "$(last "$(ls -d "$RUNS"/*-"$NAME")")"
 fi
@@ -44,8 +50,8 @@ if [ "$PHASE" = 2 ] || [ "$PHASE" = both ]; then
     python docs/models/experiments/shape_by_size_probe.py "$(last "$run")"
     probe_and_score "$run" docs/models/experiments/eval-"$NAME".json
 fi
-# r1faint is shipped as stylegan-v-shapes-minilm (docs/models/stylegan-v-shapes.md, "Reproduce";
-# pairs0 was shipped the same way):
+# r1mid is shipped as stylegan-v-shapes-minilm (docs/models/stylegan-v-shapes.md, "Reproduce";
+# r1faint and pairs0 were shipped the same way):
 # cp "$run/generator.safetensors" t2v_rt/weights/stylegan-v-shapes-minilm.safetensors
 # cp "$run/generator.json" t2v_rt/weights/stylegan-v-shapes-minilm.json
 # t2v-rt export-onnx --model stylegan-v-shapes-minilm --precision fp32 --force \
