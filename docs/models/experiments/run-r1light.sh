@@ -25,7 +25,8 @@
 # "r1mid" (the section after r1split-fw; shipped as stylegan-v-shapes-minilm): the frame
 # discriminator's R1 at 0.005, the video discriminator's at 0.01:
 #     NAME=r1mid R1=0.005 VSCALE=2 bash docs/models/experiments/run-r1light.sh
-# SEED sets the trainer's seed (default 0, every run above); another seed of r1mid, untried:
+# SEED sets the trainer's seed (default 0, every run above); r1mid with seed 1 ("r1mid-s1", the
+# section after r1mid; not shipped: shape held, speed fell to 82 %):
 #     NAME=r1mid-s1 R1=0.005 VSCALE=2 SEED=1 bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
