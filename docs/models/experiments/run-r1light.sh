@@ -28,6 +28,9 @@
 # SEED sets the trainer's seed (default 0, every run above); r1mid with seed 1 ("r1mid-s1", the
 # section after r1mid; not shipped: shape held, speed fell to 82 %):
 #     NAME=r1mid-s1 R1=0.005 VSCALE=2 SEED=1 bash docs/models/experiments/run-r1light.sh
+# r1mid-s1 with the video discriminator's R1 at 0.02 ("r1mid-v4-s1", the section after
+# r1mid-s1; not shipped: every slow prompt drawn fast, speed 48 %):
+#     NAME=r1mid-v4-s1 R1=0.005 VSCALE=4 SEED=1 bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
 DATA=${DATA:-shapes5k-long}
