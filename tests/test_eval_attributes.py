@@ -138,6 +138,27 @@ def test_still_shape_has_no_speed():
     assert "speed" not in score(recovered, scene.attributes())
 
 
+@pytest.mark.parametrize("hz", [2.0, 4.0, 4.5])
+def test_a_track_at_neither_period_fits_both_alike(hz):
+    """Over the 2-s window, a left-right track at 2, 4 or 4.5 Hz is orthogonal to both speeds'
+    sinusoids: both residuals are its whole variance, the period fit (a feature of the
+    Frechet distance and of the speed probe) is 0, and the speed read comes down to rounding
+    (what the model card's runs with "quickly" tracks at a period fit of exactly 0.00 showed;
+    4 Hz is the motion a video discriminator at stride 3 of 15 fps takes for 1 Hz)."""
+    from t2v_rt.models.shapes.attributes import _period_fit, _period_residuals
+
+    x = 0.5 + 0.3 * torch.sin(2 * torch.pi * hz * TIMES + 0.3)
+    y = torch.full_like(x, 0.5)
+    res = _period_residuals(TIMES, x, y)
+    whole = float(((x - x.mean()) ** 2).sum())
+    assert res["slow"] == pytest.approx(whole, rel=1e-9)
+    assert res["fast"] == pytest.approx(whole, rel=1e-9)
+    assert abs(_period_fit(TIMES, x, y)) < 1e-9
+    for one_hz, sign in ((1.0, 1), (0.5, -1)):            # the contract's own periods
+        x1 = 0.5 + 0.3 * torch.sin(2 * torch.pi * one_hz * TIMES + 0.3)
+        assert _period_fit(TIMES, x1, y) == pytest.approx(sign, abs=1e-9)
+
+
 def test_score_skips_attributes_left_out_and_rejects_unknown_ones():
     recovered = {"shape": "circle", "colour": "red", "size": "large", "motion": "circle",
                  "speed": "fast", "background": "gray"}

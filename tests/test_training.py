@@ -722,6 +722,65 @@ def test_min_stride_bounds_the_clip_spacing_and_may_fix_it(tmp_path, dataset):
         settings(tmp_path, dataset, min_stride=4, max_stride=3).validate()
 
 
+def test_at_a_fixed_stride_a_fast_time_feature_passes_for_a_slower_one():
+    """The blind spot aliasing_warning names, on the stylegan-v config's own time features:
+    sampled every 0.2 s (stride 3 at 15 fps) from any start, the 0.25-s feature (4 Hz) is
+    the 1-s feature (1 Hz) played backwards from another phase, so a video discriminator that
+    sees only those frames cannot tell the two motions apart. At stride 2 (0.133 s), and at
+    the full 15 fps, it can."""
+    from t2v_rt.models.stylegan_v.config import StyleganVConfig
+
+    cfg = StyleganVConfig(resolution=16, channels=[8, 8, 8])
+    periods, k = cfg.periods, cfg.time_periods
+    i4, i1 = periods.index(0.25), periods.index(1.0)
+
+    def product(t):                       # e^(i 2 pi 4 t) x e^(i 2 pi 1 t): constant iff the
+        f = cfg.time_features(t).astype(np.float64)     # 4 Hz one is the 1 Hz one reversed
+        return (f[:, i4] + 1j * f[:, k + i4]) * (f[:, i1] + 1j * f[:, k + i1])
+
+    rng = np.random.default_rng(7)
+    for t0 in rng.uniform(0, 30, 5):
+        r = product(t0 + 0.2 * np.arange(6))
+        assert np.allclose(r, r[0], atol=1e-5), t0
+        for spacing in (2 / 15, 1 / 15):
+            r = product(t0 + spacing * np.arange(6))
+            assert not np.allclose(r, r[0], atol=1e-2), (t0, spacing)
+
+
+def test_the_trainer_warns_when_one_stride_leaves_a_blind_spot(tmp_path, dataset, capsys):
+    """aliasing_warning: a fixed stride above 1 is named with its sampling rate, an example
+    alias and the fix; a range of strides, stride 1 or no video clip is quiet. The trainer
+    logs it once as it starts, for the strides it really draws (capped by the data), for any
+    architecture (a recurrent generator can oscillate too)."""
+    from t2v_rt.training.trainer import aliasing_warning
+
+    msg = aliasing_warning(3, 3, 15.0, 6)
+    assert msg and "fixed stride of 3 (15 fps data)" in msg and "0.2 s apart" in msg
+    assert "|f - n x 5| Hz" in msg and "(4 Hz passes for 1 Hz)" in msg
+    assert "--set min_stride=2" in msg
+    assert aliasing_warning(2, 3, 15.0, 6) is None          # strides 2 and 3: no common rate
+    assert aliasing_warning(1, 1, 15.0, 6) is None          # every frame
+    assert aliasing_warning(3, 3, 15.0, 1) is None          # no video clip
+    assert "passes for" not in aliasing_warning(15, 15, 30.0, 4)   # 2 Hz sampling: no example
+
+    def warned(arch="stylegan-v", **kw):
+        cfg = settings(tmp_path, dataset, arch=arch, d_width=8, d_dim=16, **kw)
+        capsys.readouterr()
+        AdversarialTrainer.create(cfg.validate(), dataset[2])
+        err = capsys.readouterr().err
+        return [line for line in err.splitlines() if "blind spot" in line]
+
+    fixed = dict(clip_frames=3, min_stride=3, max_stride=3)
+    lines = warned(**fixed)
+    assert len(lines) == 1 and "fixed stride of 3 (15 fps data)" in lines[0], lines
+    assert len(warned(arch="mocogan", **fixed)) == 1
+    assert warned(clip_frames=3, min_stride=2, max_stride=3) == []
+    assert warned(clip_frames=3, max_stride=3) == []         # strides 1..3
+    # 4 frames at stride 3 do not fit 8-frame clips: stride 2 is drawn, 0.133 s apart
+    lines = warned(clip_frames=4, min_stride=3, max_stride=3)
+    assert len(lines) == 1 and "fixed stride of 2" in lines[0] and "0.133 s" in lines[0], lines
+
+
 @pytest.mark.parametrize("res", [8, 16, 24, 48])
 def test_discriminators_read_any_resolution_and_the_caption(res):
     from t2v_rt.training.discriminators import FrameDiscriminator, VideoDiscriminator

@@ -117,6 +117,29 @@ DEFAULT_STEPS = 20000
 DEFAULT_MINUTES = 60.0
 
 
+def aliasing_warning(min_stride: int, max_stride: int, fps: float,
+                     clip_frames: int) -> str | None:
+    """A warning when every clip the video discriminator sees is sampled at one rate below the
+    data's, else None: at a fixed stride s > 1 it sees frames s / fps seconds apart and no
+    closer, so a motion at frequency f is, to it, the same as one at |f - n fps / s| for any
+    whole n (at stride 3 of 15 fps, 4 Hz passes for 1 Hz played backwards; `tests/
+    test_training.py` shows it on stylegan-v's time features). A generator can then draw a
+    motion at the wrong speed unseen, from a fast time feature or from a harmonic of a slower
+    one that its layers make, and the full-rate video shows it. Strides drawn from a range
+    (min_stride < max_stride: consecutive strides have no common factor) leave no such rate.
+    ``min_stride`` and ``max_stride`` are the strides the trainer really draws (capped by the
+    data)."""
+    if clip_frames < 2 or min_stride != max_stride or min_stride < 2 or fps <= 0:
+        return None
+    rate = fps / min_stride
+    example = f" ({rate - 1:g} Hz passes for 1 Hz)" if rate > 2 else ""
+    return (f"warning: at a fixed stride of {min_stride} ({fps:g} fps data) the video "
+            f"discriminator sees frames {1 / rate:.3g} s apart and no closer, so motion at "
+            f"f Hz and at |f - n x {rate:g}| Hz look alike to it{example}: the generator can "
+            f"draw a wrong speed unseen; a range of strides (min_stride < max_stride, e.g. "
+            f"--set min_stride={min_stride - 1}) leaves no such blind spot")
+
+
 @dataclass
 class AdversarialConfig(Settings):
     """Every setting of ``t2v-rt train --data``, with its type and bounds; saved as the run's
@@ -571,6 +594,11 @@ class AdversarialTrainer:
         if t_data < cfg.clip_frames:
             raise UsageError(f"--data {cfg.data}: clips of {t_data} frames, fewer than "
                              f"clip_frames ({cfg.clip_frames})")
+        top = max(1, min(cfg.max_stride, (t_data - 1) // max(cfg.clip_frames - 1, 1)))
+        warning = aliasing_warning(min(cfg.min_stride, top), top, float(ts.fps),
+                                   cfg.clip_frames)
+        if warning:
+            log(warning)
         torch.manual_seed(cfg.seed)
         G = get(config.ARCH).generator_class(config).to(device).train()
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)

@@ -34,6 +34,18 @@
 # r1mid with seed 2 ("r1mid-s2", the section after r1mid-v4-s1; not shipped: shape held, speed
 # fell to 88.6 % seen, 77.7 % held-out):
 #     NAME=r1mid-s2 R1=0.005 VSCALE=2 SEED=2 bash docs/models/experiments/run-r1light.sh
+# MINP, MAXP and TPER set the generator's min_period, max_period and time_periods (default
+# 0.25, 32 and 8: every run above, time features at 0.25, 0.5, ..., 32 s). At stride 3 of
+# 15 fps data the video discriminator sees frames 0.2 s apart, and the 0.25-s feature (4 Hz)
+# then passes for a 1 Hz motion played backwards (trainer.aliasing_warning). "r1mid-p05-s1"
+# (the section after r1mid-s2) is r1mid-s1 with the periods an octave up, 0.5 to 64 s: the
+# same weights at the start and the same draws, without that feature (not shipped: its fast
+# tracks passed through 4 Hz, made from the slower features, then settled at 1 Hz; speed held,
+# squares not drawn in its 16,025 steps on a slower machine):
+#     NAME=r1mid-p05-s1 R1=0.005 VSCALE=2 SEED=1 MINP=0.5 MAXP=64 bash docs/models/experiments/run-r1light.sh
+# MINS sets min_stride (default 3: the fixed stride); MINS=2 draws strides 2 and 3, which share
+# no sampling rate, so no motion passes for another (untried):
+#     NAME=r1mid-st23-s1 R1=0.005 VSCALE=2 SEED=1 MINS=2 bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
 DATA=${DATA:-shapes5k-long}
@@ -42,12 +54,18 @@ R1=${R1:-0.1}
 VSCALE=${VSCALE:-1}
 FW=${FW:-1}
 SEED=${SEED:-0}
+MINP=${MINP:-0.25}
+MAXP=${MAXP:-32}
+TPER=${TPER:-8}
+MINS=${MINS:-3}
 RUNS=${RUNS:-runs-$NAME}
 PHASE=${PHASE:-both}
 if [ "$PHASE" = 1 ] || [ "$PHASE" = both ]; then
     . "$(dirname "$0")/fixed-stride-recipe.sh"
     COMMON+=("${PAIRS0[@]}" --set r1_gamma="$R1" --set r1_video_scale="$VSCALE"
-             --set frame_weight="$FW" --set seed="$SEED")
+             --set frame_weight="$FW" --set seed="$SEED"
+             --set min_period="$MINP" --set max_period="$MAXP" --set time_periods="$TPER"
+             --set min_stride="$MINS")
     t2v-rt train "${COMMON[@]}" --minutes 45 --set name="$NAME"
     python docs/models/experiments/shape_by_size_probe.py "$(last "$(ls -d "$RUNS"/*-"$NAME")")"
 fi
