@@ -11,7 +11,7 @@ clips whose true caption scored above the swapped one; each batch is scored befo
 that learns from it.
 
     python docs/models/experiments/discriminator_probe.py DATA [--steps 3000]
-        [--augment full|translate|none] [--clip-frames 6] [--max-stride 6]
+        [--augment full|translate|none] [--clip-frames 6] [--min-stride 1] [--max-stride 6]
         [--fixed-stride S] [--d-width 16]
 
 DATA: ``t2v-rt dataset render-shapes DATA --clips 5000 --seconds 2.4`` (36 frames at 15 fps).
@@ -56,14 +56,17 @@ def main() -> None:
                     help="the trainer's DiffAugment (translation and cutout), translation "
                          "only, or none")
     ap.add_argument("--clip-frames", type=int, default=6)
+    ap.add_argument("--min-stride", type=int, default=1,
+                    help="the trainer's min_stride: strides --min-stride to --max-stride")
     ap.add_argument("--max-stride", type=int, default=6)
     ap.add_argument("--fixed-stride", type=int, default=0,
                     help="every clip's frames this many data frames apart (0: the trainer's "
-                         "random stride, 1 to --max-stride)")
+                         "random stride, --min-stride to --max-stride)")
     ap.add_argument("--d-width", type=int, default=16)
     args = ap.parse_args()
     cfg = build_config(None, dict(data=args.data, frames=36, clip_frames=args.clip_frames,
-                                  max_stride=args.max_stride, d_width=args.d_width,
+                                  min_stride=args.min_stride, max_stride=args.max_stride,
+                                  d_width=args.d_width,
                                   threads=1, batch_size=16, lr_d=1e-3))
     tr = AdversarialTrainer.create(cfg)
     rnd = random.Random(0)
