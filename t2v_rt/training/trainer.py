@@ -124,8 +124,8 @@ def aliasing_warning(min_stride: int, max_stride: int, fps: float,
     closer, so a motion at frequency f is, to it, the same as one at |f - n fps / s| for any
     whole n (at stride 3 of 15 fps, 4 Hz passes for 1 Hz played backwards; `tests/
     test_training.py` shows it on stylegan-v's time features). A generator can then draw a
-    motion at the wrong speed unseen, from a fast time feature or from a harmonic of a slower
-    one that its layers make, and the full-rate video shows it. Strides drawn from a range
+    motion at the wrong speed unseen, from a fast time feature or from slower ones its layers
+    combine (docs/models/stylegan-v-shapes.md, r1mid-p05-s1), and the full-rate video shows it. Strides drawn from a range
     (min_stride < max_stride: consecutive strides have no common factor) leave no such rate.
     ``min_stride`` and ``max_stride`` are the strides the trainer really draws (capped by the
     data)."""
