@@ -117,6 +117,13 @@ DEFAULT_STEPS = 20000
 DEFAULT_MINUTES = 60.0
 
 
+def stride_bounds(cfg: AdversarialConfig, t_data: int) -> tuple[int, int]:
+    """The strides (lowest, highest) :meth:`AdversarialTrainer.plan` draws from: min_stride to
+    max_stride, the top capped so that ``clip_frames`` frames fit a clip of ``t_data``."""
+    top = max(1, min(cfg.max_stride, (t_data - 1) // max(cfg.clip_frames - 1, 1)))
+    return min(cfg.min_stride, top), top
+
+
 def aliasing_warning(min_stride: int, max_stride: int, fps: float,
                      clip_frames: int) -> str | None:
     """A warning when every clip the video discriminator sees is sampled at one rate below the
@@ -594,9 +601,7 @@ class AdversarialTrainer:
         if t_data < cfg.clip_frames:
             raise UsageError(f"--data {cfg.data}: clips of {t_data} frames, fewer than "
                              f"clip_frames ({cfg.clip_frames})")
-        top = max(1, min(cfg.max_stride, (t_data - 1) // max(cfg.clip_frames - 1, 1)))
-        warning = aliasing_warning(min(cfg.min_stride, top), top, float(ts.fps),
-                                   cfg.clip_frames)
+        warning = aliasing_warning(*stride_bounds(cfg, t_data), float(ts.fps), cfg.clip_frames)
         if warning:
             log(warning)
         torch.manual_seed(cfg.seed)
@@ -676,8 +681,8 @@ class AdversarialTrainer:
         recurrent model, start times [B] of a continuous one)."""
         cfg, t_data = self.cfg, int(self.data.clips.shape[1])
         tc = cfg.clip_frames
-        top = max(1, min(cfg.max_stride, (t_data - 1) // max(tc - 1, 1)))
-        stride = int(torch.randint(min(cfg.min_stride, top), top + 1, (1,), generator=self.gen))
+        low, top = stride_bounds(cfg, t_data)
+        stride = int(torch.randint(low, top + 1, (1,), generator=self.gen))
         span = (tc - 1) * stride
         first = int(torch.randint(0, t_data - span, (1,), generator=self.gen))
         idx = torch.arange(tc) * stride

@@ -42,7 +42,7 @@ def main(model: str) -> None:
                     if len(m.times) == len(times):
                         x = m.cx.double().numpy()
                         amp = np.abs(np.fft.rfft(x - x.mean()))[1:]
-                        hz = np.fft.rfftfreq(len(x), 1 / 15)[1:]
+                        hz = np.fft.rfftfreq(len(x), float(times[1] - times[0]))[1:]
                         peaks[float(hz[int(np.argmax(amp))])] += 1
                 shapes[c["shape"]] += 1
                 speeds[c["speed"]] += 1
