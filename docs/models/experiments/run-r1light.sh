@@ -44,7 +44,9 @@
 # squares not drawn in its 16,025 steps on a slower machine):
 #     NAME=r1mid-p05-s1 R1=0.005 VSCALE=2 SEED=1 MINP=0.5 MAXP=64 bash docs/models/experiments/run-r1light.sh
 # MINS sets min_stride (default 3: the fixed stride); MINS=2 draws strides 2 and 3, which share
-# no sampling rate: a motion that passes for another at one does not at the other (untried):
+# no sampling rate: a motion that passes for another at one does not at the other ("r1mid-st23-s1",
+# the section after r1mid-p05-s1; not shipped: no alias, every fast track at 1 Hz, but every
+# slow prompt drawn fast too, speed 47.5 %):
 #     NAME=r1mid-st23-s1 R1=0.005 VSCALE=2 SEED=1 MINS=2 bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
