@@ -143,8 +143,9 @@ def test_a_track_at_neither_period_fits_both_alike(hz):
     """Over the 2-s window, a left-right track at 2, 4 or 4.5 Hz is orthogonal to both speeds'
     sinusoids: both residuals are its whole variance, the period fit (a feature of the
     Frechet distance and of the speed probe) is 0, and the speed read hangs on a difference far
-    smaller than either residual (what the model card's runs with "quickly" tracks at a period fit of exactly 0.00 showed;
-    4 Hz is the motion a video discriminator at stride 3 of 15 fps takes for 1 Hz)."""
+    smaller than either residual (what the model card's runs with "quickly" tracks at a
+    period fit of exactly 0.00 showed; 4 Hz is the motion a video discriminator at stride 3
+    of 15 fps takes for 1 Hz)."""
     from t2v_rt.models.shapes.attributes import _period_fit, _period_residuals
 
     x = 0.5 + 0.3 * torch.sin(2 * torch.pi * hz * TIMES + 0.3)

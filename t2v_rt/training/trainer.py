@@ -132,8 +132,10 @@ def aliasing_warning(min_stride: int, max_stride: int, fps: float,
     whole n (at stride 3 of 15 fps, 4 Hz passes for 1 Hz played backwards; `tests/
     test_training.py` shows it on stylegan-v's time features). A generator can then draw a
     motion at the wrong speed unseen, from a fast time feature or from slower ones its layers
-    combine (docs/models/stylegan-v-shapes.md, r1mid-p05-s1), and the full-rate video shows it. Strides drawn from a range
-    (min_stride < max_stride: consecutive strides have no common factor) leave no such rate.
+    combine (docs/models/stylegan-v-shapes.md, r1mid-p05-s1), and the full-rate video shows
+    it. Strides drawn from a range (min_stride < max_stride: consecutive strides have no
+    common factor) leave no such rate; that alone is no recipe for speed (the one 2-hour run
+    at strides 2 and 3, r1mid-st23-s1, drew no alias but drew slow prompts fast too).
     ``min_stride`` and ``max_stride`` are the strides the trainer really draws (capped by the
     data)."""
     if clip_frames < 2 or min_stride != max_stride or min_stride < 2 or fps <= 0:
