@@ -749,7 +749,7 @@ def test_at_a_fixed_stride_a_fast_time_feature_passes_for_a_slower_one():
 
 def test_the_trainer_warns_when_one_stride_leaves_a_blind_spot(tmp_path, dataset, capsys):
     """aliasing_warning: a fixed stride above 1 is named with its sampling rate, an example
-    alias and the fix; a range of strides, stride 1 or no video clip is quiet. The trainer
+    alias, the alternative and what it cost; a range of strides, stride 1 or no video clip is quiet. The trainer
     logs it once as it starts, for the strides it really draws (capped by the data), for any
     architecture (a recurrent generator can oscillate too)."""
     from t2v_rt.training.trainer import aliasing_warning
@@ -758,6 +758,7 @@ def test_the_trainer_warns_when_one_stride_leaves_a_blind_spot(tmp_path, dataset
     assert msg and "fixed stride of 3 (15 fps data)" in msg and "0.2 s apart" in msg
     assert "|f - n x 5| Hz" in msg and "(4 Hz passes for 1 Hz)" in msg
     assert "--set min_stride=2" in msg
+    assert "cost the speed word" in msg                     # and what that cost in the runs
     assert aliasing_warning(2, 3, 15.0, 6) is None          # strides 2 and 3: no common rate
     assert aliasing_warning(1, 1, 15.0, 6) is None          # every frame
     assert aliasing_warning(3, 3, 15.0, 1) is None          # no video clip

@@ -134,8 +134,9 @@ def aliasing_warning(min_stride: int, max_stride: int, fps: float,
     motion at the wrong speed unseen, from a fast time feature or from slower ones its layers
     combine (docs/models/stylegan-v-shapes.md, r1mid-p05-s1), and the full-rate video shows
     it. Strides drawn from a range (min_stride < max_stride: consecutive strides have no
-    common factor) leave no such rate; that alone is no recipe for speed (the one 2-hour run
-    at strides 2 and 3, r1mid-st23-s1, drew no alias but drew slow prompts fast too).
+    common factor) leave no such rate, but cost speed in its place: both 2-hour runs at
+    strides 2 and 3 (r1mid-st23-s0 and -s1, the shipped recipe's seed and another) drew no
+    alias and drew slow prompts fast too, as strides 1 to 6 did before the fixed stride.
     ``min_stride`` and ``max_stride`` are the strides the trainer really draws (capped by the
     data)."""
     if clip_frames < 2 or min_stride != max_stride or min_stride < 2 or fps <= 0:
@@ -146,7 +147,8 @@ def aliasing_warning(min_stride: int, max_stride: int, fps: float,
             f"discriminator sees frames {1 / rate:.3g} s apart and no closer, so motion at "
             f"f Hz and at |f - n x {rate:g}| Hz look alike to it{example}: the generator can "
             f"draw a wrong speed unseen; a range of strides (min_stride < max_stride, e.g. "
-            f"--set min_stride={min_stride - 1}) leaves no such blind spot")
+            f"--set min_stride={min_stride - 1}) leaves no such blind spot but, in the "
+            f"shapes runs, cost the speed word instead (docs/training.md, min_stride)")
 
 
 @dataclass

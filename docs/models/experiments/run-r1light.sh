@@ -48,6 +48,9 @@
 # the section after r1mid-p05-s1; not shipped: no alias, every fast track at 1 Hz, but every
 # slow prompt drawn fast too, speed 47.5 %):
 #     NAME=r1mid-st23-s1 R1=0.005 VSCALE=2 SEED=1 MINS=2 bash docs/models/experiments/run-r1light.sh
+# the same on r1mid's seed 0 ("r1mid-st23-s0", the section after r1mid-st23-s1; not shipped:
+# every slow prompt drawn fast as on seed 1, speed 47.5 %: the strides, not the seed):
+#     NAME=r1mid-st23-s0 R1=0.005 VSCALE=2 SEED=0 MINS=2 bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
 DATA=${DATA:-shapes5k-long}
