@@ -749,9 +749,9 @@ def test_at_a_fixed_stride_a_fast_time_feature_passes_for_a_slower_one():
 
 def test_the_trainer_warns_when_one_stride_leaves_a_blind_spot(tmp_path, dataset, capsys):
     """aliasing_warning: a fixed stride above 1 is named with its sampling rate, an example
-    alias, the alternative and what it cost; a range of strides, stride 1 or no video clip is quiet. The trainer
-    logs it once as it starts, for the strides it really draws (capped by the data), for any
-    architecture (a recurrent generator can oscillate too)."""
+    alias, the alternative and what it cost; a range of strides, stride 1 or no video clip is
+    quiet. The trainer logs it once as it starts, for the strides it really draws (capped by
+    the data), for any architecture (a recurrent generator can oscillate too)."""
     from t2v_rt.training.trainer import aliasing_warning
 
     msg = aliasing_warning(3, 3, 15.0, 6)
