@@ -21,7 +21,7 @@ from t2v_rt.errors import UsageError
 from t2v_rt.generators.io import load_generator, read_config
 from t2v_rt.training.losses import (
     augment, augment_params, contrastive_loss, d_loss, ema_beta, image_contrastive_loss,
-    r1_penalty,
+    r1_penalty, ranking_loss,
 )
 from t2v_rt.training.trainer import AdversarialConfig, AdversarialTrainer, train
 
@@ -123,7 +123,9 @@ def _data_gap(tr: AdversarialTrainer, ts) -> float:
     ("stylegan-v", {"contrastive": 1.0, "contrastive_bank": 16, "speed_negatives": 0.5,
                     "minimal_pairs": 1.0, "minimal_pair_draws": 4, "d_stem": 2, "d_steps": 2,
                     "d_patch": 0.5, "d_patch_side": 8, "image_contrastive": 0.5,
-                    "model": {"time_modulation": "features"}})])
+                    "model": {"time_modulation": "features"}}),
+    ("stylegan-v", {"speed_ranking": 0.5, "speed_negatives": 0.5}),
+    ("mocogan", {"speed_ranking": 0.5})])
 def test_resume_continues_bit_for_bit(tmp_path, dataset, arch, extra):
     whole = train(settings(tmp_path / "a", dataset, arch=arch, steps=8, log_every=1,
                            checkpoint_every=4, **extra), data=dataset[2])
@@ -639,6 +641,87 @@ def test_speed_negatives_are_the_same_clips_at_twice_or_half_the_speed(tmp_path,
     assert 0 < int(T.moving_clips(real).sum()) < CLIPS     # the data: still and moving clips
     row = tr.step(1)
     assert all(np.isfinite(v) for v in row.values())
+
+
+def test_ranking_loss_against_a_written_out_reference():
+    """ranking_loss: the mean of log(1 + exp(other - true)) over the kept rows; 0 if none."""
+    g = torch.Generator().manual_seed(3)
+    true, other = torch.randn(6, generator=g) * 3, torch.randn(6, generator=g) * 3
+    mask = torch.tensor([True, False, True, True, False, True])
+    want = np.mean([np.log1p(np.exp(float(o - t))) for t, o, m in zip(true, other, mask) if m])
+    assert float(ranking_loss(true, other, mask)) == pytest.approx(want, rel=1e-5)
+    assert float(ranking_loss(true, other, torch.zeros(6, dtype=torch.bool))) == 0.0
+    # the loss falls as the true clip's logit rises above the other's
+    assert float(ranking_loss(true + 5, other, mask)) < float(ranking_loss(true, other, mask))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_speed_ranking_plays_the_generators_own_clip_at_twice_or_half_the_speed(
+        tmp_path, dataset, monkeypatch, arch):
+    """warped_times(): the times scaled by 2 or 1/2 from the same start (both drawn for a
+    continuous generator; a recurrent one halves only even step offsets), so the warped clip
+    is the same video: at twice the speed its frame i is the true clip's frame 2i, at half the
+    speed its frame 2i is the true clip's frame i. In the step, the generator's loss gains
+    speed_ranking x ranking_loss(true, warped, real clips that move); with speed_ranking 0
+    (the default) the ranking is never computed."""
+    from t2v_rt.training import trainer as T
+
+    cfg = settings(tmp_path, dataset, arch=arch, speed_ranking=0.5, d_width=8, d_dim=16,
+                   clip_frames=4, min_stride=1, max_stride=2)
+    tr = AdversarialTrainer.create(cfg.validate(), dataset[2])
+    factors = set()
+    for _ in range(60):
+        idx, rel, steps, starts = tr.plan(2)
+        rel_w, steps_w = tr.warped_times(rel, steps)
+        f = float(rel_w[1] / rel[1])
+        factors.add((int(idx[1] - idx[0]), f))
+        assert f in (2.0, 0.5)
+        assert torch.equal(rel_w, rel * f)
+        assert steps_w == [steps[0] + int((s - steps[0]) * f) for s in steps]
+    if arch == "stylegan-v":
+        assert {(1, 2.0), (1, 0.5), (2, 2.0), (2, 0.5)} <= factors
+    else:                           # stride 1: odd offsets, so twice the speed only
+        assert {(1, 2.0), (2, 2.0), (2, 0.5)} <= factors and (1, 0.5) not in factors
+
+    # the warped clip is the same video at other times
+    idx, rel, steps, starts = tr.plan(2)
+    while int(idx[1] - idx[0]) != 2:
+        idx, rel, steps, starts = tr.plan(2)
+    tokens = tr.tokens([c[0] for c in dataset[2].captions[:2]])
+    z = torch.randn(2, tr.config.latent_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        G = tr.G.eval()
+        clip = tr.fake(tokens, z, rel, steps, starts)
+        fast = tr.fake(tokens, z, rel * 2, [steps[0] + 2 * (s - steps[0]) for s in steps],
+                       starts)
+        slow = tr.fake(tokens, z, rel / 2, [steps[0] + (s - steps[0]) // 2 for s in steps],
+                       starts)
+    assert G.training is False and clip.std() > 0
+    torch.testing.assert_close(fast[:, :2], clip[:, ::2], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(slow[:, ::2], clip[:, :2], atol=1e-5, rtol=1e-4)
+    assert (fast - clip).abs().amax() > 1e-3                # another motion
+
+    # the step: G's loss = 1 (frame) + 1 (video) + 0.5 x ranking, the ranking over moving clips
+    seen = []
+
+    def spy(true, other, mask):
+        seen.append((true.detach(), other.detach(), mask))
+        return true.sum() * 0 + 1
+
+    one = lambda x, *rest: x.sum() * 0 + 1  # noqa: E731 (keeps the graph)
+    monkeypatch.setattr(T, "g_loss", one)
+    monkeypatch.setattr(T, "ranking_loss", spy)
+    row = tr.step(1)
+    assert row["g"] == pytest.approx(1 + 1 + 0.5)
+    (true, other, mask), = seen
+    assert true.shape == other.shape == mask.shape == (cfg.batch_size,)
+    assert mask.dtype == torch.bool and not torch.equal(true, other)
+    # default: no ranking (and no draw for it)
+    off = AdversarialTrainer.create(settings(tmp_path / "off", dataset, arch=arch, d_width=8,
+                                             d_dim=16).validate(), dataset[2])
+    assert off.cfg.speed_ranking == 0
+    monkeypatch.setattr(T, "ranking_loss", lambda *a: pytest.fail("ranking computed"))
+    off.step(1)
 
 
 @pytest.mark.parametrize("frame_weight", [1.0, 3.0, 0.0])

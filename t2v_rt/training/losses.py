@@ -45,6 +45,14 @@ def negatives_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (F.softplus(logits) * w).sum() / w.sum().clamp(min=1.0)
 
 
+def ranking_loss(true: torch.Tensor, other: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Generator loss of a ranking (the speed ranking): the mean of softplus(other - true)
+    over the rows ``mask`` [N] (bool) keeps, 0 if none: each ``true`` logit [N] should exceed
+    its ``other`` one (the same generated clip at another speed, under the same caption)."""
+    w = mask.to(true.dtype)
+    return (F.softplus(other - true) * w).sum() / w.sum().clamp(min=1.0)
+
+
 def g_loss(fake: torch.Tensor) -> torch.Tensor:
     """Non-saturating generator loss: -log sigmoid(D(G(z)))."""
     return F.softplus(-fake).mean()

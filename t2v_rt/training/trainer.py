@@ -35,6 +35,12 @@ Per step (``batch_size`` clips):
    speed (another stride, shown with the true stride's times) count as fakes for the video
    discriminator under their own caption, so it must judge the speed its caption and the
    frames' times imply, not only the kind of motion (clips that do not move are left out);
+   with ``speed_ranking`` > 0, the generator's own clip played at twice or half its speed
+   (the same video, z and caption, at other times: :meth:`AdversarialTrainer.warped_times`)
+   must score lower under its caption in the video discriminator than the clip at its true
+   speed (:func:`.losses.ranking_loss`, over the clips whose real clip moves). Whatever else
+   the clip shows is the same in both, so only the motion's rate can tell them apart: the
+   generator cannot carry the speed word by another cue that fools the discriminator;
 4. EMA of the generator (the one exported and sampled).
 
 Both see the clips through DiffAugment when ``augment`` (translation and cutout only, which
@@ -84,6 +90,7 @@ from t2v_rt.training.losses import (
     image_contrastive_loss,
     negatives_loss,
     r1_penalty,
+    ranking_loss,
 )
 from t2v_rt.training.negatives import MinimalPairs
 from t2v_rt.training.runs import MAX_STEPS, TrainInterrupted, log
@@ -226,6 +233,10 @@ class AdversarialConfig(Settings):
     speed_negatives: float = bounded(0.0, 0.0, MAX_WEIGHT, "weight of real clips played at "
                                      "twice or half their speed, as fakes for the video "
                                      "discriminator (0: off)")
+    speed_ranking: float = bounded(0.0, 0.0, MAX_WEIGHT, "generator: weight of the speed "
+                                   "ranking: its own clip should score higher under its "
+                                   "caption in the video discriminator than the same clip "
+                                   "played at twice or half the speed (0: off)")
     augment: bool = flag(True, "DiffAugment: translation and cutout (colour, direction kept)")
     translate: float = bounded(0.125, 0.0, 0.5, "translation: up to this share of the side")
     cutout: float = bounded(0.25, 0.0, 1.0, "cutout: a square of this share of the side")
@@ -709,6 +720,18 @@ class AdversarialTrainer:
         first = int(torch.randint(0, t_data - (tc - 1) * s, (1,), generator=self.gen))
         return first + torch.arange(tc) * s
 
+    def warped_times(self, rel: torch.Tensor, steps: list[int]) -> tuple[torch.Tensor, list[int]]:
+        """The times (after the first, [Tc]) and recurrent steps of the generated clips played
+        at twice or half the speed of ``rel`` and ``steps`` (one factor, drawn): the same
+        start, the times scaled. A recurrent model steps at the data's rate, so half the speed
+        needs even step offsets; twice the speed always fits (the generator runs longer)."""
+        offsets = [s - steps[0] for s in steps]
+        choices = [2.0]
+        if self.G.form == "continuous" or all(o % 2 == 0 for o in offsets):
+            choices.append(0.5)
+        f = choices[int(torch.randint(0, len(choices), (1,), generator=self.gen))]
+        return rel * f, [steps[0] + int(o * f) for o in offsets]
+
     def fake(self, tokens: torch.Tensor, z: torch.Tensor, rel: torch.Tensor,
              steps: list[int], starts: torch.Tensor) -> torch.Tensor:
         """Generated clips [B, Tc, 3, R, R] through the generator interface (see the module
@@ -826,7 +849,18 @@ class AdversarialTrainer:
                 if f_patches is not None:
                     f_loss = f_loss + cfg.d_patch * g_loss(
                         FD.project_patches(f_patches, rep(f_text)))
-                loss_g = cfg.frame_weight * f_loss + g_loss(VD.project(v_feat, v_text))
+                v_true = VD.project(v_feat, v_text)
+                loss_g = cfg.frame_weight * f_loss + g_loss(v_true)
+                if cfg.speed_ranking > 0 and tc > 1:
+                    # The same generated clips at twice or half their speed, shown with the
+                    # true times: ranked below the true speed, where the caption's real clip
+                    # moves (a still caption has no speed to rank).
+                    rel_w, steps_w = self.warped_times(rel, steps)
+                    other = self.fake(tokens, z, rel_w, steps_w, starts)
+                    v_other = VD.project(VD.features(VD.prepare(aug(other, aug_fake), times)),
+                                         v_text)
+                    loss_g = loss_g + cfg.speed_ranking * ranking_loss(
+                        v_true, v_other, moving_clips(real))
                 if contrast:
                     loss_g = loss_g + cfg.contrastive * (
                         cfg.frame_weight * contrastive_loss(f_feat, FD.caption(columns),

@@ -63,6 +63,7 @@ MINP=${MINP:-0.25}
 MAXP=${MAXP:-32}
 TPER=${TPER:-8}
 MINS=${MINS:-3}
+RANK=${RANK:-0}
 RUNS=${RUNS:-runs-$NAME}
 PHASE=${PHASE:-both}
 if [ "$PHASE" = 1 ] || [ "$PHASE" = both ]; then
@@ -70,7 +71,7 @@ if [ "$PHASE" = 1 ] || [ "$PHASE" = both ]; then
     COMMON+=("${PAIRS0[@]}" --set r1_gamma="$R1" --set r1_video_scale="$VSCALE"
              --set frame_weight="$FW" --set seed="$SEED"
              --set min_period="$MINP" --set max_period="$MAXP" --set time_periods="$TPER"
-             --set min_stride="$MINS")
+             --set min_stride="$MINS" --set speed_ranking="$RANK")
     t2v-rt train "${COMMON[@]}" --minutes 45 --set name="$NAME"
     python docs/models/experiments/shape_by_size_probe.py "$(last "$(ls -d "$RUNS"/*-"$NAME")")"
 fi
