@@ -124,7 +124,8 @@ def _data_gap(tr: AdversarialTrainer, ts) -> float:
                     "minimal_pairs": 1.0, "minimal_pair_draws": 4, "d_stem": 2, "d_steps": 2,
                     "d_patch": 0.5, "d_patch_side": 8, "image_contrastive": 0.5,
                     "model": {"time_modulation": "features"}}),
-    ("stylegan-v", {"speed_ranking": 0.5, "speed_negatives": 0.5}),
+    ("stylegan-v", {"speed_ranking": 0.5, "speed_negatives": 0.5,
+                    "speed_ranking_term": "caption"}),
     ("mocogan", {"speed_ranking": 0.5})])
 def test_resume_continues_bit_for_bit(tmp_path, dataset, arch, extra):
     whole = train(settings(tmp_path / "a", dataset, arch=arch, steps=8, log_every=1,
@@ -722,6 +723,44 @@ def test_speed_ranking_plays_the_generators_own_clip_at_twice_or_half_the_speed(
     assert off.cfg.speed_ranking == 0
     monkeypatch.setattr(T, "ranking_loss", lambda *a: pytest.fail("ranking computed"))
     off.step(1)
+
+
+def test_caption_term_is_the_projection_logit_less_the_unconditional_verdict():
+    """caption_term(phi, code) = <phi, code> = project(phi, code) - out(phi), written out."""
+    from t2v_rt.training.discriminators import VideoDiscriminator
+
+    torch.manual_seed(0)
+    VD = VideoDiscriminator(3, SIZE, 0, base=8, dim=16, embedding_dim=16)
+    feat, code = torch.randn(5, 16), torch.randn(5, 16)
+    want = torch.tensor([sum(float(a) * float(b) for a, b in zip(f, c))
+                         for f, c in zip(feat, code)])
+    torch.testing.assert_close(VD.caption_term(feat, code), want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(VD.project(feat, code) - VD.out(feat).squeeze(1), want,
+                               atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("term", ["logit", "caption"])
+def test_speed_ranking_term_caption_leaves_out_the_unconditional_verdict(tmp_path, dataset,
+                                                                          monkeypatch, term):
+    """The video discriminator's unconditional bias raised by 100: the ranked logits of the
+    whole (logit) rise by exactly 100, the caption's terms (caption) not at all."""
+    from t2v_rt.training import trainer as T
+
+    seen = []
+    monkeypatch.setattr(T, "ranking_loss", lambda t, o, m: seen.append((t.detach(), o.detach()))
+                        or t.sum() * 0)
+    for shift in (0.0, 100.0):
+        cfg = settings(tmp_path / str(shift), dataset, arch="stylegan-v", speed_ranking=1.0,
+                       speed_ranking_term=term, d_width=8, d_dim=16)
+        tr = AdversarialTrainer.create(cfg.validate(), dataset[2])
+        with torch.no_grad():
+            tr.VD.out.bias += shift
+        tr.step(1)
+    (t0, o0), (t1, o1) = seen
+    assert t0.std() > 0 and not torch.equal(t0, o0)
+    lift = 100.0 if term == "logit" else 0.0
+    torch.testing.assert_close(t1, t0 + lift, atol=1e-3, rtol=0)
+    torch.testing.assert_close(o1, o0 + lift, atol=1e-3, rtol=0)
 
 
 @pytest.mark.parametrize("frame_weight", [1.0, 3.0, 0.0])

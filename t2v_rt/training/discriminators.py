@@ -145,6 +145,10 @@ class ProjectionDiscriminator(nn.Module):
         text = text.to(feat.dtype)
         return (self.out(feat) + (feat * text).sum(1, keepdim=True)).squeeze(1).float()
 
+    def caption_term(self, feat: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The caption's term [N] of :meth:`project`'s logits: ``<phi, text>``."""
+        return (feat * text.to(feat.dtype)).sum(1).float()
+
     def score(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return self.project(self.features(x), self.caption(tokens))
 

@@ -40,7 +40,10 @@ Per step (``batch_size`` clips):
    must score lower under its caption in the video discriminator than the clip at its true
    speed (:func:`.losses.ranking_loss`, over the clips whose real clip moves). Whatever else
    the clip shows is the same in both, so only the motion's rate can tell them apart: the
-   generator cannot carry the speed word by another cue that fools the discriminator;
+   generator cannot carry the speed word by another cue that fools the discriminator. With
+   ``speed_ranking_term`` "caption", only the caption's term of the two logits is ranked,
+   so the unconditional verdict (which may prefer the generator's own rate whatever the
+   caption) cancels too;
 4. EMA of the generator (the one exported and sampled).
 
 Both see the clips through DiffAugment when ``augment`` (translation and cutout only, which
@@ -237,6 +240,10 @@ class AdversarialConfig(Settings):
                                    "ranking: its own clip should score higher under its "
                                    "caption in the video discriminator than the same clip "
                                    "played at twice or half the speed (0: off)")
+    speed_ranking_term: str = text("logit", "choice", "speed ranking: what is ranked, the "
+                                   "whole logit (logit) or only its caption term <phi, code> "
+                                   "(caption), where the unconditional verdict cancels",
+                                   ("logit", "caption"))
     augment: bool = flag(True, "DiffAugment: translation and cutout (colour, direction kept)")
     translate: float = bounded(0.125, 0.0, 0.5, "translation: up to this share of the side")
     cutout: float = bounded(0.25, 0.0, 1.0, "cutout: a square of this share of the side")
@@ -857,10 +864,15 @@ class AdversarialTrainer:
                     # moves (a still caption has no speed to rank).
                     rel_w, steps_w = self.warped_times(rel, steps)
                     other = self.fake(tokens, z, rel_w, steps_w, starts)
-                    v_other = VD.project(VD.features(VD.prepare(aug(other, aug_fake), times)),
-                                         v_text)
+                    o_feat = VD.features(VD.prepare(aug(other, aug_fake), times))
+                    if cfg.speed_ranking_term == "caption":
+                        # <phi, code> only: how much better the caption fits each clip
+                        r_true, r_other = VD.caption_term(v_feat, v_text), VD.caption_term(
+                            o_feat, v_text)
+                    else:
+                        r_true, r_other = v_true, VD.project(o_feat, v_text)
                     loss_g = loss_g + cfg.speed_ranking * ranking_loss(
-                        v_true, v_other, moving_clips(real))
+                        r_true, r_other, moving_clips(real))
                 if contrast:
                     loss_g = loss_g + cfg.contrastive * (
                         cfg.frame_weight * contrastive_loss(f_feat, FD.caption(columns),
