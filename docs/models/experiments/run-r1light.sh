@@ -51,6 +51,10 @@
 # the same on r1mid's seed 0 ("r1mid-st23-s0", the section after r1mid-st23-s1; not shipped:
 # every slow prompt drawn fast as on seed 1, speed 47.5 %: the strides, not the seed):
 #     NAME=r1mid-st23-s0 R1=0.005 VSCALE=2 SEED=0 MINS=2 bash docs/models/experiments/run-r1light.sh
+# RANK sets speed_ranking (default 0: off); r1mid-st23-s0 with the generator's clips ranked
+# above the same clips at twice or half their speed ("r1mid-st23-rank-s0", the section after
+# r1mid-st23-s0; not shipped: every slow prompt drawn fast still, speed 47.5 %):
+#     NAME=r1mid-st23-rank-s0 R1=0.005 VSCALE=2 SEED=0 MINS=2 RANK=1 bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
 DATA=${DATA:-shapes5k-long}
