@@ -55,6 +55,7 @@
 # above the same clips at twice or half their speed ("r1mid-st23-rank-s0", the section after
 # r1mid-st23-s0; not shipped: every slow prompt drawn fast still, speed 47.5 %):
 #     NAME=r1mid-st23-rank-s0 R1=0.005 VSCALE=2 SEED=0 MINS=2 RANK=1 bash docs/models/experiments/run-r1light.sh
+# RTERM sets speed_ranking_term (default logit; caption ranks only the caption's term, untried)
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
 DATA=${DATA:-shapes5k-long}
@@ -68,6 +69,7 @@ MAXP=${MAXP:-32}
 TPER=${TPER:-8}
 MINS=${MINS:-3}
 RANK=${RANK:-0}
+RTERM=${RTERM:-logit}
 RUNS=${RUNS:-runs-$NAME}
 PHASE=${PHASE:-both}
 if [ "$PHASE" = 1 ] || [ "$PHASE" = both ]; then
@@ -75,7 +77,8 @@ if [ "$PHASE" = 1 ] || [ "$PHASE" = both ]; then
     COMMON+=("${PAIRS0[@]}" --set r1_gamma="$R1" --set r1_video_scale="$VSCALE"
              --set frame_weight="$FW" --set seed="$SEED"
              --set min_period="$MINP" --set max_period="$MAXP" --set time_periods="$TPER"
-             --set min_stride="$MINS" --set speed_ranking="$RANK")
+             --set min_stride="$MINS" --set speed_ranking="$RANK"
+             --set speed_ranking_term="$RTERM")
     t2v-rt train "${COMMON[@]}" --minutes 45 --set name="$NAME"
     python docs/models/experiments/shape_by_size_probe.py "$(last "$(ls -d "$RUNS"/*-"$NAME")")"
 fi
