@@ -39,8 +39,9 @@ Per step (``batch_size`` clips):
    (the same video, z and caption, at other times: :meth:`AdversarialTrainer.warped_times`)
    must score lower under its caption in the video discriminator than the clip at its true
    speed (:func:`.losses.ranking_loss`, over the clips whose real clip moves). Whatever else
-   the clip shows is the same in both, so only the motion's rate can tell them apart: the
-   generator cannot carry the speed word by another cue that fools the discriminator. With
+   the clip shows is the same in both, so the ranking's gradient comes from the motion's
+   rate alone (it did not keep slow prompts slow in the one shapes run with it: the whole
+   logit already ranked the generator's one speed first; docs/training.md). With
    ``speed_ranking_term`` "caption", only the caption's term of the two logits is ranked,
    so the unconditional verdict (which may prefer the generator's own rate whatever the
    caption) cancels too;
