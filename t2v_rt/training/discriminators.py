@@ -142,12 +142,16 @@ class ProjectionDiscriminator(nn.Module):
     def project(self, feat: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Logits [N] of features [N, dim] under caption codes ``text`` [N, dim] (from
         :attr:`caption`): ``out(phi) + <phi, text>``."""
-        text = text.to(feat.dtype)
-        return (self.out(feat) + (feat * text).sum(1, keepdim=True)).squeeze(1).float()
+        return (self.out(feat).squeeze(1) + self._match(feat, text)).float()
 
     def caption_term(self, feat: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """The caption's term [N] of :meth:`project`'s logits: ``<phi, text>``."""
-        return (feat * text.to(feat.dtype)).sum(1).float()
+        return self._match(feat, text).float()
+
+    @staticmethod
+    def _match(feat: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """``<phi, text>`` [N] in the features' dtype."""
+        return (feat * text.to(feat.dtype)).sum(1)
 
     def score(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return self.project(self.features(x), self.caption(tokens))

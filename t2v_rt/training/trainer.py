@@ -728,17 +728,26 @@ class AdversarialTrainer:
         first = int(torch.randint(0, t_data - (tc - 1) * s, (1,), generator=self.gen))
         return first + torch.arange(tc) * s
 
+    def speed_factors(self, steps: list[int]) -> list[float]:
+        """The factors a generated clip can be played at by :meth:`played_at`: 2 always (a
+        recurrent generator runs longer), 1/2 where it fits (a recurrent model steps at the
+        data's rate, so only with even step offsets from ``steps[0]``)."""
+        if self.G.form == "continuous" or all((s - steps[0]) % 2 == 0 for s in steps):
+            return [2.0, 0.5]
+        return [2.0]
+
+    @staticmethod
+    def played_at(rel: torch.Tensor, steps: list[int], f: float) -> tuple[torch.Tensor, list[int]]:
+        """The times (after the first, [Tc]) and recurrent steps of the clips of ``rel`` and
+        ``steps`` played at ``f`` times their speed: the same start, the times scaled."""
+        return rel * f, [steps[0] + int((s - steps[0]) * f) for s in steps]
+
     def warped_times(self, rel: torch.Tensor, steps: list[int]) -> tuple[torch.Tensor, list[int]]:
-        """The times (after the first, [Tc]) and recurrent steps of the generated clips played
-        at twice or half the speed of ``rel`` and ``steps`` (one factor, drawn): the same
-        start, the times scaled. A recurrent model steps at the data's rate, so half the speed
-        needs even step offsets; twice the speed always fits (the generator runs longer)."""
-        offsets = [s - steps[0] for s in steps]
-        choices = [2.0]
-        if self.G.form == "continuous" or all(o % 2 == 0 for o in offsets):
-            choices.append(0.5)
+        """:meth:`played_at` one of the :meth:`speed_factors`, drawn: the generated clips at
+        twice or half their speed (the speed ranking)."""
+        choices = self.speed_factors(steps)
         f = choices[int(torch.randint(0, len(choices), (1,), generator=self.gen))]
-        return rel * f, [steps[0] + int(o * f) for o in offsets]
+        return self.played_at(rel, steps, f)
 
     def fake(self, tokens: torch.Tensor, z: torch.Tensor, rel: torch.Tensor,
              steps: list[int], starts: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,8 @@ def main() -> None:
     tr, step = load_trainer(ck)
     tr.rng = np.random.default_rng(123)
     tr.gen.manual_seed(123)
-    G, VD, b = tr.G_ema, tr.VD, 16
+    tr.G = tr.G_ema                     # the generator a run exports and samples
+    VD, b = tr.VD, 16
     t_data = int(tr.data.clips.shape[1])
     margins: dict[tuple[str, str, str], list[float]] = {}
     for _ in range(args.batches):
@@ -85,15 +86,11 @@ def main() -> None:
                     margins.setdefault(("real", w, name), []).append(m)
         z = torch.randn(b, tr.config.latent_dim, generator=tr.gen)[keep]
         st = starts[keep]
-        tr.G = G
         fake = score(tr.fake(tokens, z, rel, steps, st).float())
-        for name, f in (("x2", 2.0), ("x0.5", 0.5)):
-            if G.form != "continuous" and f == 0.5 and any((s - steps[0]) % 2 for s in steps):
-                continue
-            w_steps = [steps[0] + int((s - steps[0]) * f) for s in steps]
-            warped = score(tr.fake(tokens, z, rel * f, w_steps, st).float())
+        for f in tr.speed_factors(steps):
+            warped = score(tr.fake(tokens, z, *tr.played_at(rel, steps, f), st).float())
             for w, m in zip(words, (fake - warped).tolist()):
-                margins.setdefault(("generated", w, name), []).append(m)
+                margins.setdefault(("generated", w, f"x{f:g}"), []).append(m)
     print(f"{ck} (step {step}): the clip at its own speed above the same clip at another "
           "(share, mean margin, n)")
     for key in sorted(margins):
