@@ -44,7 +44,8 @@ Per step (``batch_size`` clips):
    logit already ranked the generator's one speed first; docs/training.md). With
    ``speed_ranking_term`` "caption", only the caption's term of the two logits is ranked,
    so the unconditional verdict (which may prefer the generator's own rate whatever the
-   caption) cancels too;
+   caption) cancels too (slow prompts stayed fast with it as well: the caption's term,
+   too, ranked the generator's one speed first);
 4. EMA of the generator (the one exported and sampled).
 
 Both see the clips through DiffAugment when ``augment`` (translation and cutout only, which

@@ -55,7 +55,9 @@
 # above the same clips at twice or half their speed ("r1mid-st23-rank-s0", the section after
 # r1mid-st23-s0; not shipped: every slow prompt drawn fast still, speed 47.5 %):
 #     NAME=r1mid-st23-rank-s0 R1=0.005 VSCALE=2 SEED=0 MINS=2 RANK=1 bash docs/models/experiments/run-r1light.sh
-# RTERM sets speed_ranking_term (default logit; caption ranks only the caption's term, untried)
+# RTERM sets speed_ranking_term (default logit; caption ranks only the caption's term:
+# "r1mid-st23-rankc-s0", the section after r1mid-st23-rank-s0; not shipped: speed 47.5 % too):
+#     NAME=r1mid-st23-rankc-s0 R1=0.005 VSCALE=2 SEED=0 MINS=2 RANK=1 RTERM=caption bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
 DATA=${DATA:-shapes5k-long}

@@ -6,14 +6,16 @@ generator's ``speed_ranking`` term asks of it.
 Captions with a speed word only ("slowly", "quickly", "slow", "fast"; see
 discriminator_probe.py), 16 clips a batch at the run's own clip length and strides. Real:
 the data clip at the step's stride against the same clip at twice the stride (twice the
-speed), and, where the stride is even, half of it, from the same first frame where it fits. Generated (the EMA generator, random z):
-the clip at its times against the same z and start at the times doubled and halved. Printed
-per source, caption speed and factor: the share where the clip at its own speed scores
-higher, and the mean margin (true minus warped logit); then the caption's share of it: the
-same margin under the caption less the margin under the caption with its speed word swapped
-(positive where the caption projection, not the rest of the discriminator, prefers the
-clip's own speed). No training; one thread, about 30 s
-for 20 batches on the 2-core CPU.
+speed), and, where the stride is even, half of it, from the same first frame where it fits.
+Generated (the EMA generator, random z): the clip at its times against the same z and start
+at the times doubled and halved. Printed per source, caption speed and factor: the share
+where the clip at its own speed scores higher, and the mean margin (true minus warped
+logit); then the caption's share of it: the same margin under the caption less the
+margin under the caption with its speed word swapped (positive where the caption
+projection, not the rest of the discriminator, prefers the clip's own speed); then the
+caption's term alone, the margin of ``<phi, code>`` (what ``speed_ranking_term=caption``
+ranks: the unconditional verdict ``out(phi)`` left out). No training; one thread, about
+30 s for 20 batches on the 2-core CPU.
 
     python docs/models/experiments/speed_ranking_probe.py RUN/checkpoint-N.safetensors
         [--batches 20]
@@ -72,9 +74,11 @@ def main() -> None:
         times = rel.float().expand(len(keep), -1)
 
         def score(x):
-            """[N, 2]: the logit under the caption, and under it with the speed word swapped."""
+            """[N, 3]: the logit under the caption, under it with the speed word swapped, and
+            the caption's term of the first."""
             feat = VD.features(VD.prepare(x, times))
-            return torch.stack([VD.project(feat, code), VD.project(feat, other)], dim=1)
+            return torch.stack([VD.project(feat, code), VD.project(feat, other),
+                                VD.caption_term(feat, code)], dim=1)
         data = np.asarray(clips)[keep]
         stride = int(idx[1] - idx[0])
         real = score(_to_float(data[:, idx.numpy()]))
@@ -92,13 +96,15 @@ def main() -> None:
             for w, m in zip(words, (fake - warped).tolist()):
                 margins.setdefault(("generated", w, f"x{f:g}"), []).append(m)
     print(f"{ck} (step {step}): the clip at its own speed above the same clip at another "
-          "(share, mean margin, n)")
+          "(share, mean margin;\n  the same for the caption's share of it, and for the caption's term "
+          "<phi, code> alone; n)")
     for key in sorted(margins):
-        m = np.asarray(margins[key])            # [n, 2]: own caption, speed word swapped
+        m = np.asarray(margins[key])    # [n, 3]: own caption, speed word swapped, <phi, code>
         caption = m[:, 0] - m[:, 1]
         print(f"  {key[0]:9s} caption {key[1]:4s} played {key[2]:4s}  "
               f"{(m[:, 0] > 0).mean():.3f}  {m[:, 0].mean():+.3f}  | the caption's share "
-              f"{(caption > 0).mean():.3f}  {caption.mean():+.3f}  n={len(m)}")
+              f"{(caption > 0).mean():.3f}  {caption.mean():+.3f}  | the caption's term "
+              f"{(m[:, 2] > 0).mean():.3f}  {m[:, 2].mean():+.3f}  n={len(m)}")
 
 
 if __name__ == "__main__":
