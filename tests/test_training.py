@@ -77,11 +77,18 @@ def trained(tmp_path_factory, dataset):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
-def test_a_short_run_lowers_both_losses(trained, dataset, arch):
+def test_a_short_run_lowers_both_losses(trained, dataset, arch, tmp_path):
     """GAN losses are not monotone step by step (each player's loss is the other's gain), so
     each side is judged by what it has learnt: the discriminators tell real from generated
     better (their loss falls from 2 log 4, the share they get right rises) and the generator's
-    clips come closer to the data (the gap in their colour and motion statistics shrinks)."""
+    clips come closer to the data (the gap in their colour and motion statistics shrinks).
+
+    The gap is judged on its mean over GAP_SEEDS seeds: one short run's end is a chaotic
+    function of its arithmetic. With a second thread's order of summation alone, seed 0's
+    stylegan-v run ends at 0.65 of its start gap instead of 0.78, and of seeds 0 to 24, three
+    end above 0.85 (seed 8 at 1.03; mean 0.68, sd 0.15), so one run's gap failed now and then
+    on a bit-level change (once in CI, at 0.87). The mean of 8 sits about 3 standard errors
+    below the limit (seeds 0 to 7: 0.62; mocogan 0.56). tests/data_gap_seeds.py measures it."""
     run = trained[arch]
     assert run.name == f"00000-{arch}"
     rows = metrics(run)
@@ -90,13 +97,26 @@ def test_a_short_run_lowers_both_losses(trained, dataset, arch):
     assert np.mean([r["d"] for r in later]) < 0.9 * rows[0]["d"], rows
     assert np.mean([r["d_acc"] for r in later]) > max(0.6, rows[0]["d_acc"]), rows
     assert any("r1" in r for r in rows)
-    cfg = AdversarialConfig.from_dict(json.loads((run / "config.json").read_text()))
-    start = AdversarialTrainer.create(cfg, data=dataset[2])
-    end = AdversarialTrainer.create(cfg, data=dataset[2])
-    end.load(load_file(str(run / f"checkpoint-{STEPS:07d}.safetensors")))
-    assert _data_gap(end, dataset[2]) < 0.85 * _data_gap(start, dataset[2])
+    ratios = [_gap_ratio(run, dataset[2])] + [
+        _gap_ratio(train(settings(tmp_path / str(seed), dataset, arch=arch, steps=STEPS,
+                                  log_every=STEPS, checkpoint_every=STEPS, d_width=16,
+                                  d_dim=64, seed=seed), data=dataset[2]), dataset[2])
+        for seed in range(1, GAP_SEEDS)]
+    assert np.mean(ratios) < 0.85, ratios
     assert (run / f"samples-{STEPS:07d}.mp4").stat().st_size > 0
     assert "0: " in (run / "samples.txt").read_text()
+
+
+GAP_SEEDS = 8
+
+
+def _gap_ratio(run, ts) -> float:
+    """The run's data gap at its last checkpoint over the gap of its generator at the start."""
+    cfg = AdversarialConfig.from_dict(json.loads((run / "config.json").read_text()))
+    start = AdversarialTrainer.create(cfg, data=ts)
+    end = AdversarialTrainer.create(cfg, data=ts)
+    end.load(load_file(str(run / f"checkpoint-{STEPS:07d}.safetensors")))
+    return _data_gap(end, ts) / _data_gap(start, ts)
 
 
 def _stats(clips: torch.Tensor) -> torch.Tensor:
