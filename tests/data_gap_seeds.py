@@ -19,10 +19,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_training as T  # noqa: E402
 
-from t2v_rt.data import open_training_set  # noqa: E402
-from t2v_rt.models.shapes.dataset_folder import render_shapes  # noqa: E402
-from t2v_rt.training.trainer import train  # noqa: E402
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -32,18 +28,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        render_shapes(root / "shapes", T.CLIPS, seed=0, size=T.SIZE, seconds=T.FRAMES / 15,
-                      captions_per_clip=3, workers=1)
-        ts = open_training_set(root / "shapes", frames=T.FRAMES, size=T.SIZE,
-                               cache_dir=root / "cache")
-        data = (root / "shapes", root / "cache", ts)
+        data = T.make_dataset(Path(tmp))
         ratios = []
         for seed in range(args.seeds):
-            run = train(T.settings(root / f"run{seed}", data, arch=args.arch, steps=T.STEPS,
-                                   log_every=T.STEPS, checkpoint_every=T.STEPS, d_width=16,
-                                   d_dim=64, seed=seed, threads=args.threads), data=ts)
-            ratios.append(T._gap_ratio(run, ts))
+            run = T.short_run(Path(tmp) / f"run{seed}", data, args.arch, seed=seed,
+                              log_every=T.STEPS, checkpoint_every=T.STEPS,
+                              threads=args.threads)
+            ratios.append(T._gap_ratio(run, data[2]))
             print(f"{args.arch} seed {seed}: end gap / start gap {ratios[-1]:.4f}", flush=True)
     r = np.asarray(ratios)
     sd = f"{r.std(ddof=1):.3f}" if len(r) > 1 else "-"

@@ -31,19 +31,23 @@ SIZE, FRAMES, CLIPS = 16, 8, 32
 ARCHS = ("stylegan-v", "mocogan")
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """32 shapes-world clips, 16x16, 8 frames at 15 fps, as a captioned folder, opened
-    through the data package's training cache."""
+def make_dataset(root):
+    """32 shapes-world clips, 16x16, 8 frames at 15 fps, as a captioned folder under ``root``,
+    opened through the data package's training cache: (folder, cache, training set)."""
     from t2v_rt.data import open_training_set
     from t2v_rt.models.shapes.dataset_folder import render_shapes
 
-    root = tmp_path_factory.mktemp("data")
     render_shapes(root / "shapes", CLIPS, seed=0, size=SIZE, seconds=FRAMES / 15,
                   captions_per_clip=3, workers=1)
     ts = open_training_set(root / "shapes", frames=FRAMES, size=SIZE, cache_dir=root / "cache")
-    assert ts.clips.shape == (CLIPS, FRAMES, SIZE, SIZE, 3)
     return root / "shapes", root / "cache", ts
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    data = make_dataset(tmp_path_factory.mktemp("data"))
+    assert data[2].clips.shape == (CLIPS, FRAMES, SIZE, SIZE, 3)
+    return data
 
 
 def settings(tmp_path, data, **kw):
@@ -62,17 +66,18 @@ def metrics(run):
 STEPS = 120
 
 
+def short_run(tmp_path, data, arch, **kw):
+    """A 120-step run with narrow discriminators (16 channels at full resolution), so that it
+    takes seconds."""
+    return train(settings(tmp_path, data, arch=arch, steps=STEPS, d_width=16, d_dim=64, **kw),
+                 data=data[2])
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, dataset):
-    """One 120-step run per architecture (shared by the tests below), with narrow
-    discriminators (16 channels at full resolution) so that it takes seconds."""
-    out = {}
-    for arch in ARCHS:
-        tmp = tmp_path_factory.mktemp(arch)
-        out[arch] = train(settings(tmp, dataset, arch=arch, steps=STEPS, log_every=10,
-                                   checkpoint_every=60, sample_every=STEPS, d_width=16,
-                                   d_dim=64), data=dataset[2])
-    return out
+    """One :func:`short_run` per architecture, shared by the tests below."""
+    return {arch: short_run(tmp_path_factory.mktemp(arch), dataset, arch, log_every=10,
+                            checkpoint_every=60, sample_every=STEPS) for arch in ARCHS}
 
 
 @pytest.mark.slow
@@ -98,9 +103,8 @@ def test_a_short_run_lowers_both_losses(trained, dataset, arch, tmp_path):
     assert np.mean([r["d_acc"] for r in later]) > max(0.6, rows[0]["d_acc"]), rows
     assert any("r1" in r for r in rows)
     ratios = [_gap_ratio(run, dataset[2])] + [
-        _gap_ratio(train(settings(tmp_path / str(seed), dataset, arch=arch, steps=STEPS,
-                                  log_every=STEPS, checkpoint_every=STEPS, d_width=16,
-                                  d_dim=64, seed=seed), data=dataset[2]), dataset[2])
+        _gap_ratio(short_run(tmp_path / str(seed), dataset, arch, seed=seed, log_every=STEPS,
+                             checkpoint_every=STEPS), dataset[2])
         for seed in range(1, GAP_SEEDS)]
     assert np.mean(ratios) < 0.85, ratios
     assert (run / f"samples-{STEPS:07d}.mp4").stat().st_size > 0

@@ -96,8 +96,8 @@ def main() -> None:
             for w, m in zip(words, (fake - warped).tolist()):
                 margins.setdefault(("generated", w, f"x{f:g}"), []).append(m)
     print(f"{ck} (step {step}): the clip at its own speed above the same clip at another "
-          "(share, mean margin;\n  the same for the caption's share of it, and for the caption's term "
-          "<phi, code> alone; n)")
+          "(share, mean margin;\n  the same for the caption's share of it, and for the "
+          "caption's term <phi, code> alone; n)")
     for key in sorted(margins):
         m = np.asarray(margins[key])    # [n, 3]: own caption, speed word swapped, <phi, code>
         caption = m[:, 0] - m[:, 1]
