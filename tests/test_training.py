@@ -150,6 +150,9 @@ def _data_gap(tr: AdversarialTrainer, ts) -> float:
                     "model": {"time_modulation": "features"}}),
     ("stylegan-v", {"speed_ranking": 0.5, "speed_negatives": 0.5,
                     "speed_ranking_term": "caption"}),
+    ("stylegan-v", {"speed_ranking": 0.5, "speed_ranking_term": "centred"}),
+    ("stylegan-v", {"speed_ranking": 0.5, "speed_ranking_term": "pair", "minimal_pairs": 1.0,
+                    "minimal_pair_draws": 4, "min_stride": 1, "max_stride": 1}),
     ("mocogan", {"speed_ranking": 0.5})])
 def test_resume_continues_bit_for_bit(tmp_path, dataset, arch, extra):
     whole = train(settings(tmp_path / "a", dataset, arch=arch, steps=8, log_every=1,
@@ -763,28 +766,123 @@ def test_caption_term_is_the_projection_logit_less_the_unconditional_verdict():
                                atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("term", ["logit", "caption"])
-def test_speed_ranking_term_caption_leaves_out_the_unconditional_verdict(tmp_path, dataset,
-                                                                          monkeypatch, term):
-    """The video discriminator's unconditional bias raised by 100: the ranked logits of the
-    whole (logit) rise by exactly 100, the caption's terms (caption) not at all."""
+def pair_every_clip(tr):
+    """The tiny test set has few minimal pairs (4 caption texts): stand in k captions of
+    random other data clips for each clip's, so every clip of a batch has candidates (what
+    the pair term does with them does not depend on how they differ)."""
+    data = tr.data
+
+    def draw_many(rng, captions, k):
+        ids = rng.integers(len(data.captions), size=(len(captions), k))
+        texts = [data.captions[int(i)][0] for row in ids for i in row]
+        return ids.astype(np.int64), texts, np.ones(len(captions), dtype=bool)
+
+    tr.pairs.draw_many = draw_many
+
+
+@pytest.mark.parametrize("term", ["logit", "caption", "centred", "pair"])
+@pytest.mark.parametrize("what", ["verdict", "code"])
+def test_speed_ranking_term_leaves_out_what_it_says(tmp_path, dataset, monkeypatch, term,
+                                                    what):
+    """The video discriminator's unconditional bias raised by 100 (verdict): the ranked
+    logits of the whole (logit) rise by exactly 100, the caption's terms (caption, centred,
+    pair) not at all. The same vector u added to every caption code (code: the caption MLP's
+    last bias): the whole logit and the caption's term move by <phi, u>, which differs from
+    clip to clip; the centred term (the caption's term less its mean over the batch's
+    captions) and the pair term (less its value under a minimal pair's caption, chosen by
+    margins that u leaves as they are) not at all."""
     from t2v_rt.training import trainer as T
 
     seen = []
     monkeypatch.setattr(T, "ranking_loss", lambda t, o, m: seen.append((t.detach(), o.detach()))
                         or t.sum() * 0)
     for shift in (0.0, 100.0):
+        pairs = {"minimal_pairs": 1.0, "minimal_pair_draws": 4} if term == "pair" else {}
         cfg = settings(tmp_path / str(shift), dataset, arch="stylegan-v", speed_ranking=1.0,
-                       speed_ranking_term=term, d_width=8, d_dim=16)
+                       speed_ranking_term=term, d_width=8, d_dim=16, min_stride=1,
+                       max_stride=1, **pairs)
         tr = AdversarialTrainer.create(cfg.validate(), dataset[2])
+        if pairs:
+            pair_every_clip(tr)
         with torch.no_grad():
-            tr.VD.out.bias += shift
+            if what == "verdict":
+                tr.VD.out.bias += shift
+            else:
+                u = torch.randn(16, generator=torch.Generator().manual_seed(3))
+                tr.VD.caption.proj[-1].bias += shift * u
         tr.step(1)
     (t0, o0), (t1, o1) = seen
     assert t0.std() > 0 and not torch.equal(t0, o0)
-    lift = 100.0 if term == "logit" else 0.0
-    torch.testing.assert_close(t1, t0 + lift, atol=1e-3, rtol=0)
-    torch.testing.assert_close(o1, o0 + lift, atol=1e-3, rtol=0)
+    if what == "verdict":
+        lift = 100.0 if term == "logit" else 0.0
+        torch.testing.assert_close(t1, t0 + lift, atol=1e-3, rtol=0)
+        torch.testing.assert_close(o1, o0 + lift, atol=1e-3, rtol=0)
+    elif term in ("centred", "pair"):
+        torch.testing.assert_close(t1, t0, atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(o1, o0, atol=1e-3, rtol=1e-4)
+    else:                           # <phi, u> x 100: a different lift for each clip
+        lift = t1 - t0
+        assert lift.abs().min() > 1e-2 and lift.std() > 1e-2
+
+
+def test_speed_partner_is_the_minimal_pair_under_which_the_real_speed_wins_most():
+    """speed_partner(real, warped, code, candidates): for each clip, the candidate code j with
+    the largest <real - warped, code - candidate_j>, and that margin, written out on fresh
+    random features; a clip whose candidates are all its own caption (no partner) has margin
+    0."""
+    from t2v_rt.training.trainer import speed_partner
+
+    g = torch.Generator().manual_seed(5)
+    b, k, dim = 6, 4, 8
+    real, warped, code = (torch.randn(b, dim, generator=g) for _ in range(3))
+    cands = torch.randn(b * k, dim, generator=g)
+    cands[5 * k:] = code[5]                                     # clip 5: no partner
+    partner, won = speed_partner(real, warped, code, cands)
+    for i in range(b):
+        m = [float(((real[i] - warped[i]) * (code[i] - cands[i * k + j])).sum())
+             for j in range(k)]
+        j = max(range(k), key=m.__getitem__)
+        assert float(won[i]) == pytest.approx(m[j], abs=1e-5)
+        torch.testing.assert_close(partner[i], cands[i * k + j])
+    assert float(won[5]) == 0.0
+
+
+def test_speed_ranking_pair_ranks_against_the_chosen_partner(tmp_path, dataset, monkeypatch):
+    """In the step, the pair term ranks <phi, code - partner> of the generated clip and its
+    warped copy, over the rows that move and whose partner ranks the real clip's own speed
+    first (margin > 0); it needs minimal pairs (one line naming the fix)."""
+    from t2v_rt.errors import ConfigError
+    from t2v_rt.training import trainer as T
+
+    chosen, seen = [], []
+    real_partner = T.speed_partner
+
+    def spy_partner(*args):
+        out = real_partner(*args)
+        chosen.append(out)
+        return out
+
+    monkeypatch.setattr(T, "speed_partner", spy_partner)
+    monkeypatch.setattr(T, "ranking_loss", lambda t, o, m: seen.append((t.detach(), o.detach(),
+                                                                        m)) or t.sum() * 0)
+    cfg = settings(tmp_path, dataset, arch="stylegan-v", speed_ranking=1.0,
+                   speed_ranking_term="pair", minimal_pairs=1.0, minimal_pair_draws=4,
+                   d_width=8, d_dim=16, min_stride=1, max_stride=1)
+    tr = AdversarialTrainer.create(cfg.validate(), dataset[2])
+    pair_every_clip(tr)
+    kept = 0
+    for step in range(1, 6):
+        tr.step(step)
+        (partner, won), (true, other, mask) = chosen[-1], seen[-1]
+        assert mask.dtype == torch.bool and mask.shape == won.shape == (cfg.batch_size,)
+        assert not (mask & (won <= 0)).any()
+        assert partner.shape == (cfg.batch_size, 16) and true.shape == other.shape == won.shape
+        assert not torch.equal(true[mask], other[mask]) or not mask.any()
+        kept += int(mask.sum())
+    assert kept > 0 and len(chosen) == len(seen) == 5
+    with pytest.raises(ConfigError, match="minimal_pairs above 0"):
+        settings(tmp_path, dataset, arch="stylegan-v", speed_ranking=1.0,
+                 speed_ranking_term="pair").validate()
 
 
 @pytest.mark.parametrize("frame_weight", [1.0, 3.0, 0.0])

@@ -45,7 +45,19 @@ Per step (``batch_size`` clips):
    ``speed_ranking_term`` "caption", only the caption's term of the two logits is ranked,
    so the unconditional verdict (which may prefer the generator's own rate whatever the
    caption) cancels too (slow prompts stayed fast with it as well: the caption's term,
-   too, ranked the generator's one speed first);
+   too, ranked the generator's one speed first). With "centred", that term less its mean
+   over the batch's captions, ``<phi, code - mean code>``: the part of the verdict that every
+   caption shares cancels as well, and what is left is how much more the clip's own caption
+   prefers its speed than the batch's captions do on average (a model-agnostic stand-in for
+   the speed word's share, the only part that ranked the slower copy of a slow clip first;
+   slow prompts stayed fast with it too: centred on the batch, the term still ranked the
+   generator's one speed first).
+   With "pair", the caption's term less its value under one of the clip's minimal-pair
+   captions, ``<phi, code - partner>``: of its ``minimal_pair_draws`` candidates, the one
+   under which the real clip at its stride beats itself at twice or half of it by most
+   (:func:`speed_partner`), so the word the two captions differ in is the one the data's
+   speeds tell apart (found from the data, not from a grammar), and clips for which no
+   candidate ranks the real speed first are not ranked;
 4. EMA of the generator (the one exported and sampled).
 
 Both see the clips through DiffAugment when ``augment`` (translation and cutout only, which
@@ -243,9 +255,14 @@ class AdversarialConfig(Settings):
                                    "caption in the video discriminator than the same clip "
                                    "played at twice or half the speed (0: off)")
     speed_ranking_term: str = text("logit", "choice", "speed ranking: what is ranked, the "
-                                   "whole logit (logit) or only its caption term <phi, code> "
-                                   "(caption), where the unconditional verdict cancels",
-                                   ("logit", "caption"))
+                                   "whole logit (logit), only its caption term <phi, code> "
+                                   "(caption), where the unconditional verdict cancels, "
+                                   "that term less its mean over the batch's captions "
+                                   "(centred), where what every caption shares cancels too, "
+                                   "or less its value under the minimal-pair caption under "
+                                   "which the real clip's own speed wins by most (pair; "
+                                   "needs minimal_pairs)",
+                                   ("logit", "caption", "centred", "pair"))
     augment: bool = flag(True, "DiffAugment: translation and cutout (colour, direction kept)")
     translate: float = bounded(0.125, 0.0, 0.5, "translation: up to this share of the side")
     cutout: float = bounded(0.25, 0.0, 1.0, "cutout: a square of this share of the side")
@@ -301,6 +318,10 @@ class AdversarialConfig(Settings):
                 raise ConfigError(f"{source}: d_patch_side {self.d_patch_side} is not the side "
                                   f"of one of the frame discriminator's maps at size "
                                   f"{self.size}: use one of {', '.join(map(str, sides))}")
+        if self.speed_ranking > 0 and self.speed_ranking_term == "pair" and (
+                self.minimal_pairs <= 0):
+            raise ConfigError(f"{source}: speed_ranking_term 'pair' ranks against minimal-pair "
+                              "captions: set minimal_pairs above 0")
         if self.name and not NAME_RE.fullmatch(self.name):
             raise ConfigError(f"{source}: 'name' names the run folders: 1 to 64 letters, digits, "
                               "'.', '_' or '-', starting with a letter or digit")
@@ -790,15 +811,17 @@ class AdversarialTrainer:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
         speed = None
-        if cfg.speed_negatives > 0 and tc > 1:
+        rank_pair = cfg.speed_ranking > 0 and cfg.speed_ranking_term == "pair"
+        if (cfg.speed_negatives > 0 or rank_pair) and tc > 1:
             # The same real clips at twice or half their speed, shown with the true clip's
             # times: their motion no longer fits the caption (or is faster than any data).
-            # Clips with no motion have no speed to change and are left out.
+            # Clips with no motion have no speed to change and are left out. (The speed
+            # ranking's "pair" term reads them too, to choose its contrast caption.)
             warp_idx = self.warped(frame_idx)
             if warp_idx is not None:
                 speed = _to_float(np.asarray(clips)[:, warp_idx.numpy()]).to(device)
                 speed_moving = moving_clips(speed)
-        pairs = None
+        pairs = cand_tokens = None
         if cfg.minimal_pairs > 0 and self.pairs is not None:
             # Each clip's caption with one word changed, from another clip (.negatives).
             # k candidates each (minimal_pair_draws); the contrastive negatives take the first
@@ -876,14 +899,31 @@ class AdversarialTrainer:
                     rel_w, steps_w = self.warped_times(rel, steps)
                     other = self.fake(tokens, z, rel_w, steps_w, starts)
                     o_feat = VD.features(VD.prepare(aug(other, aug_fake), times))
-                    if cfg.speed_ranking_term == "caption":
-                        # <phi, code> only: how much better the caption fits each clip
-                        r_true, r_other = VD.caption_term(v_feat, v_text), VD.caption_term(
-                            o_feat, v_text)
+                    mask = moving_clips(real)
+                    if rank_pair:
+                        # <phi, code - partner>: the caption against the one of its minimal
+                        # pairs under which the real clip at its speed beats itself at
+                        # another by most (the word that names the speed, where one does);
+                        # rows where no partner ranks the real clip's speed first are left out
+                        warped = None if speed is None else aug(speed, aug_real)
+                        partner, won = code_of_pair(VD, aug(real, aug_real), warped, times,
+                                                    v_text, cand_tokens, pairs)
+                        code = v_text - partner
+                        r_true, r_other = VD.caption_term(v_feat, code), VD.caption_term(
+                            o_feat, code)
+                        mask = mask & (won > 0)
+                    elif cfg.speed_ranking_term in ("caption", "centred"):
+                        # <phi, code> only: how much better the caption fits each clip;
+                        # centred, <phi, code - mean code>: how much better than the batch's
+                        # captions fit it on average
+                        code = v_text
+                        if cfg.speed_ranking_term == "centred":
+                            code = v_text - v_text.mean(dim=0, keepdim=True)
+                        r_true, r_other = VD.caption_term(v_feat, code), VD.caption_term(
+                            o_feat, code)
                     else:
                         r_true, r_other = v_true, VD.project(o_feat, v_text)
-                    loss_g = loss_g + cfg.speed_ranking * ranking_loss(
-                        r_true, r_other, moving_clips(real))
+                    loss_g = loss_g + cfg.speed_ranking * ranking_loss(r_true, r_other, mask)
                 if contrast:
                     loss_g = loss_g + cfg.contrastive * (
                         cfg.frame_weight * contrastive_loss(f_feat, FD.caption(columns),
@@ -935,7 +975,7 @@ class AdversarialTrainer:
                 loss_d = loss_d + cfg.contrastive * (
                     contrastive_loss(fr_feat, FD.caption(columns), owner_f, same)
                     + contrastive_loss(vr_feat, VD.caption(columns), owner_v, same))
-            if speed is not None:
+            if speed is not None and cfg.speed_negatives > 0:
                 vs = VD.project(VD.features(VD.prepare(aug(speed, aug_real), times)), v_text)
                 loss_d = loss_d + cfg.speed_negatives * negatives_loss(vs, speed_moving)
             if pairs is not None:
@@ -970,6 +1010,41 @@ class AdversarialTrainer:
         if do_r1:
             out["r1"] = float(r1.detach())
         return out
+
+
+def speed_partner(real: torch.Tensor, warped: torch.Tensor, code: torch.Tensor,
+                  candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The speed ranking's contrast caption ("pair"): of each clip's k candidate codes
+    ``candidates`` [B * k, dim] (its minimal pairs, row-major), the one under which the real
+    clip at its own speed beats the same clip at another by most, relative to its own caption
+    ``code`` [B, dim]: argmax over j of ``<real - warped, code - candidate_j>``, where ``real``
+    and ``warped`` [B, dim] are the video discriminator's features of the two. Returns the
+    chosen codes [B, dim] and their margins [B] (0 where every candidate is the caption
+    itself: no partner). Chosen without gradient; nothing in the shapes world's grammar is
+    read: the word that names the speed is found because the data's speeds differ."""
+    b = code.shape[0]
+    with torch.no_grad():
+        cands = candidates.view(b, -1, candidates.shape[-1]).float()            # [B, k, dim]
+        margins = torch.einsum("bd,bkd->bk", (real - warped).float(),
+                               code.float()[:, None] - cands)
+        won, pick = margins.max(dim=1)
+        return cands[torch.arange(b, device=cands.device), pick], won
+
+
+def code_of_pair(VD, real: torch.Tensor, warped: torch.Tensor | None, times: torch.Tensor,
+                 code: torch.Tensor, cand_tokens: torch.Tensor | None,
+                 has: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`speed_partner` of a step's real clips [B, Tc, 3, R, R] and the same clips at
+    another speed (``warped``; None where no other stride fits the data), from their features
+    in ``VD`` and the minimal pairs' tokens ``cand_tokens`` ([B * k, ...]; None, with ``has``
+    None, where no clip of the batch has one). Without either, the caption itself with margin
+    0 for every clip (no ranking)."""
+    if warped is None or cand_tokens is None:
+        return code.detach(), torch.zeros(code.shape[0], device=code.device)
+    with torch.no_grad():
+        feats = VD.features(VD.prepare(torch.cat([real, warped]), times.repeat(2, 1)))
+        partner, won = speed_partner(*feats.chunk(2), code, VD.caption(cand_tokens))
+    return partner, torch.where(has, won, torch.zeros_like(won))
 
 
 def hardest(feat: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:

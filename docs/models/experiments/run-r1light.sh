@@ -58,6 +58,12 @@
 # RTERM sets speed_ranking_term (default logit; caption ranks only the caption's term:
 # "r1mid-st23-rankc-s0", the section after r1mid-st23-rank-s0; not shipped: speed 47.5 % too):
 #     NAME=r1mid-st23-rankc-s0 R1=0.005 VSCALE=2 SEED=0 MINS=2 RANK=1 RTERM=caption bash docs/models/experiments/run-r1light.sh
+# RTERM=centred ranks that term less its mean over the batch's captions ("r1mid-st23-rankz-s0",
+# the section after r1mid-st23-rankc-s0; not shipped: speed 47.5 % too):
+#     NAME=r1mid-st23-rankz-s0 R1=0.005 VSCALE=2 SEED=0 MINS=2 RANK=1 RTERM=centred bash docs/models/experiments/run-r1light.sh
+# RTERM=pair ranks it less its value under the minimal-pair caption (the recipe's
+# minimal_pairs) under which the real clip's own speed wins by most; not run yet:
+#     NAME=r1mid-st23-rankp-s0 R1=0.005 VSCALE=2 SEED=0 MINS=2 RANK=1 RTERM=pair bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
 DATA=${DATA:-shapes5k-long}

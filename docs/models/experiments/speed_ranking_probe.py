@@ -14,7 +14,14 @@ logit); then the caption's share of it: the same margin under the caption less t
 margin under the caption with its speed word swapped (positive where the caption
 projection, not the rest of the discriminator, prefers the clip's own speed); then the
 caption's term alone, the margin of ``<phi, code>`` (what ``speed_ranking_term=caption``
-ranks: the unconditional verdict ``out(phi)`` left out). No training; one thread, about
+ranks: the unconditional verdict ``out(phi)`` left out); then that term centred, the margin
+of ``<phi, code - mean code>`` over the batch's 16 captions, those without a speed word
+included (what ``speed_ranking_term=centred`` ranks); then the margin of ``<phi, code -
+partner>``, where the partner is the one of the clip's minimal-pair captions (the run's
+``minimal_pair_draws`` of them) under which the real clip at its stride beats itself at
+twice or half of it by most (what ``speed_ranking_term=pair`` ranks), over the clips where
+that margin is above 0 (the others are not ranked; n_pair of them), drawn from generators
+of their own so that the columns before it are unchanged. No training; one thread, about
 30 s for 20 batches on the 2-core CPU.
 
     python docs/models/experiments/speed_ranking_probe.py RUN/checkpoint-N.safetensors
@@ -34,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from discriminator_probe import SPEED  # noqa: E402
 from trained_discriminator_probe import load_trainer  # noqa: E402
 
-from t2v_rt.training.trainer import _to_float  # noqa: E402
+from t2v_rt.training.trainer import _to_float, speed_partner  # noqa: E402
 
 WORD = {"slowly": "slow", "slow": "slow", "quickly": "fast", "fast": "fast"}
 
@@ -61,6 +68,7 @@ def main() -> None:
     VD, b = tr.VD, 16
     t_data = int(tr.data.clips.shape[1])
     margins: dict[tuple[str, str, str], list[float]] = {}
+    pair_rng, k = np.random.default_rng(321), tr.cfg.minimal_pair_draws
     for _ in range(args.batches):
         clips, caps = tr.data.sample(tr.rng, b)
         idx, rel, steps, starts = tr.plan(b)
@@ -70,17 +78,34 @@ def main() -> None:
         words = [speed_of(caps[i]) for i in keep]
         tokens = tr.tokens([caps[i] for i in keep])
         code = VD.caption(tokens)
+        centred = code - VD.caption(tr.tokens(list(caps))).mean(dim=0, keepdim=True)
         other = VD.caption(tr.tokens([swap_speed(caps[i]) for i in keep]))
         times = rel.float().expand(len(keep), -1)
-
-        def score(x):
-            """[N, 3]: the logit under the caption, under it with the speed word swapped, and
-            the caption's term of the first."""
-            feat = VD.features(VD.prepare(x, times))
-            return torch.stack([VD.project(feat, code), VD.project(feat, other),
-                                VD.caption_term(feat, code)], dim=1)
         data = np.asarray(clips)[keep]
         stride = int(idx[1] - idx[0])
+        # the pair term's partner, chosen as the trainer chooses it (trainer.warped, .negatives)
+        fits = [s for s in (2 * stride, stride // 2 if stride % 2 == 0 else 0)
+                if s >= 1 and (len(idx) - 1) * s < t_data]
+        pair_code, has_pair = torch.zeros_like(code), torch.zeros(len(keep), dtype=torch.bool)
+        if fits and tr.pairs is not None:
+            s = fits[int(pair_rng.integers(len(fits)))]
+            first = int(pair_rng.integers(t_data - (len(idx) - 1) * s))
+            warp = _to_float(data[:, (first + torch.arange(len(idx)) * s).numpy()])
+            _, cand_caps, has = tr.pairs.draw_many(pair_rng, [caps[i] for i in keep], k)
+            partner, won = speed_partner(
+                VD.features(VD.prepare(_to_float(data[:, idx.numpy()]), times)),
+                VD.features(VD.prepare(warp, times)), code, VD.caption(tr.tokens(cand_caps)))
+            pair_code, has_pair = code - partner, torch.from_numpy(has) & (won > 0)
+
+        def score(x):
+            """[N, 5]: the logit under the caption, under it with the speed word swapped, the
+            caption's term of the first, that term centred on the batch's mean code, and the
+            pair term (NaN where the clip has no partner that ranks its real speed first)."""
+            feat = VD.features(VD.prepare(x, times))
+            pair = VD.caption_term(feat, pair_code).masked_fill(~has_pair, float("nan"))
+            return torch.stack([VD.project(feat, code), VD.project(feat, other),
+                                VD.caption_term(feat, code), VD.caption_term(feat, centred),
+                                pair], dim=1)
         real = score(_to_float(data[:, idx.numpy()]))
         for name, s in (("x2", 2 * stride), ("x0.5", stride // 2 if stride % 2 == 0 else 0)):
             if s >= 1 and (len(idx) - 1) * s < t_data:
@@ -96,15 +121,20 @@ def main() -> None:
             for w, m in zip(words, (fake - warped).tolist()):
                 margins.setdefault(("generated", w, f"x{f:g}"), []).append(m)
     print(f"{ck} (step {step}): the clip at its own speed above the same clip at another "
-          "(share, mean margin;\n  the same for the caption's share of it, and for the "
-          "caption's term <phi, code> alone; n)")
+          "(share, mean margin;\n  the same for the caption's share of it, for the "
+          "caption's term <phi, code> alone, for it centred, and for the pair term; n)")
     for key in sorted(margins):
-        m = np.asarray(margins[key])    # [n, 3]: own caption, speed word swapped, <phi, code>
+        m = np.asarray(margins[key])    # [n, 5]: own, word swapped, <phi, code>, centred, pair
+        pair = m[~np.isnan(m[:, 4]), 4]
         caption = m[:, 0] - m[:, 1]
         print(f"  {key[0]:9s} caption {key[1]:4s} played {key[2]:4s}  "
               f"{(m[:, 0] > 0).mean():.3f}  {m[:, 0].mean():+.3f}  | the caption's share "
               f"{(caption > 0).mean():.3f}  {caption.mean():+.3f}  | the caption's term "
-              f"{(m[:, 2] > 0).mean():.3f}  {m[:, 2].mean():+.3f}  n={len(m)}")
+              f"{(m[:, 2] > 0).mean():.3f}  {m[:, 2].mean():+.3f}  | centred "
+              f"{(m[:, 3] > 0).mean():.3f}  {m[:, 3].mean():+.3f}  | pair "
+              f"{(pair > 0).mean() if len(pair) else float('nan'):.3f}  "
+              f"{pair.mean() if len(pair) else float('nan'):+.3f}  n={len(m)}, "
+              f"n_pair={len(pair)}")
 
 
 if __name__ == "__main__":
