@@ -69,6 +69,7 @@ def main() -> None:
     t_data = int(tr.data.clips.shape[1])
     margins: dict[tuple[str, str, str], list[float]] = {}
     pair_rng, k = np.random.default_rng(321), tr.cfg.minimal_pair_draws
+    pair_gen = torch.Generator().manual_seed(321)
     for _ in range(args.batches):
         clips, caps = tr.data.sample(tr.rng, b)
         idx, rel, steps, starts = tr.plan(b)
@@ -83,14 +84,13 @@ def main() -> None:
         times = rel.float().expand(len(keep), -1)
         data = np.asarray(clips)[keep]
         stride = int(idx[1] - idx[0])
-        # the pair term's partner, chosen as the trainer chooses it (trainer.warped, .negatives)
-        fits = [s for s in (2 * stride, stride // 2 if stride % 2 == 0 else 0)
-                if s >= 1 and (len(idx) - 1) * s < t_data]
+        # the pair term's partner, chosen by the trainer's own draws (trainer.warped,
+        # .negatives) from generators of the probe's own
+        gen, tr.gen = tr.gen, pair_gen
+        warp_idx, tr.gen = tr.warped(idx), gen
         pair_code, has_pair = torch.zeros_like(code), torch.zeros(len(keep), dtype=torch.bool)
-        if fits and tr.pairs is not None:
-            s = fits[int(pair_rng.integers(len(fits)))]
-            first = int(pair_rng.integers(t_data - (len(idx) - 1) * s))
-            warp = _to_float(data[:, (first + torch.arange(len(idx)) * s).numpy()])
+        if warp_idx is not None and tr.pairs is not None:
+            warp = _to_float(data[:, warp_idx.numpy()])
             _, cand_caps, has = tr.pairs.draw_many(pair_rng, [caps[i] for i in keep], k)
             partner, won = speed_partner(
                 VD.features(VD.prepare(_to_float(data[:, idx.numpy()]), times)),
