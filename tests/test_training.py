@@ -150,7 +150,8 @@ def _data_gap(tr: AdversarialTrainer, ts) -> float:
                     "model": {"time_modulation": "features"}}),
     ("stylegan-v", {"speed_ranking": 0.5, "speed_negatives": 0.5,
                     "speed_ranking_term": "caption"}),
-    ("stylegan-v", {"speed_ranking": 0.5, "speed_ranking_term": "centred"}),
+    ("stylegan-v", {"speed_ranking": 0.5, "speed_ranking_term": "centred",
+                    "d_velocity": True, "min_stride": 1, "max_stride": 2}),
     ("stylegan-v", {"speed_ranking": 0.5, "speed_ranking_term": "pair", "minimal_pairs": 1.0,
                     "minimal_pair_draws": 4, "min_stride": 1, "max_stride": 1}),
     ("mocogan", {"speed_ranking": 0.5})])
@@ -1024,6 +1025,60 @@ def test_the_trainer_warns_when_one_stride_leaves_a_blind_spot(tmp_path, dataset
     # 4 frames at stride 3 do not fit 8-frame clips: stride 2 is drawn, 0.133 s apart
     lines = warned(clip_frames=4, min_stride=3, max_stride=3)
     assert len(lines) == 1 and "fixed stride of 2" in lines[0] and "0.133 s" in lines[0], lines
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_velocity_channels_are_the_same_for_one_motion_at_every_stride(seed):
+    """velocity_unit u: each neighbour difference times u / its gap, the rest of the input
+    as without it. A clip that changes at one rate per pixel (fresh random start a and rate
+    v: x(t) = a + v t), sampled at strides 2 and 3 of 15 fps from random starts, gives the
+    same difference channels, u v, at both; without it they differ by the ratio of the
+    gaps. Times that do not increase are refused."""
+    from t2v_rt.training.discriminators import VideoDiscriminator
+
+    torch.manual_seed(seed)
+    frames, res, unit = 4, 8, 0.2
+    plain = VideoDiscriminator(frames, res, 0, base=8, dim=16, embedding_dim=16)
+    vel = VideoDiscriminator(frames, res, 0, base=8, dim=16, embedding_dim=16,
+                             velocity_unit=unit)
+    a, v = torch.rand(2, 1, 3, res, res) - 0.5, torch.randn(2, 1, 3, res, res) * 0.3
+    starts = torch.rand(2, 1) * 2
+    diff = 3 * frames
+    out = {}
+    for stride in (2, 3):
+        times = starts + torch.arange(frames) * (stride / 15)
+        clips = a + v * times[:, :, None, None, None]
+        p, q = plain.prepare(clips, times), vel.prepare(clips, times)
+        torch.testing.assert_close(q[:, :diff], p[:, :diff])                 # frames
+        torch.testing.assert_close(q[:, diff + 3 * (frames - 1):],            # times
+                                   p[:, diff + 3 * (frames - 1):])
+        torch.testing.assert_close(q[:, diff:diff + 3 * (frames - 1)],
+                                   p[:, diff:diff + 3 * (frames - 1)] * unit / (stride / 15))
+        out[stride] = (p[:, diff:diff + 3 * (frames - 1)], q[:, diff:diff + 3 * (frames - 1)])
+        torch.testing.assert_close(out[stride][1], (unit * v).expand(2, frames - 1, 3, res, res)
+                                   .reshape(2, -1, res, res), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out[2][1], out[3][1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out[3][0], out[2][0] * 1.5, atol=1e-5, rtol=1e-4)
+    assert vel(clips, times, torch.randn(2, 16)).shape == (2,)
+    with pytest.raises(ValueError, match="frame times must increase"):
+        vel.prepare(clips, times.flip(1))
+    with pytest.raises(ValueError, match="velocity_unit"):
+        VideoDiscriminator(frames, res, 0, velocity_unit=-1.0)
+
+
+def test_d_velocity_sets_the_unit_to_the_largest_strides_gap(tmp_path, dataset):
+    """--set d_velocity=true: the trainer's video discriminator divides by gaps in units of
+    the largest stride it draws (capped by the data's clips) over the data's frame rate; off,
+    it leaves the differences as they are."""
+    def unit(**kw):
+        cfg = settings(tmp_path, dataset, arch="stylegan-v", d_width=8, d_dim=16, **kw)
+        return AdversarialTrainer.create(cfg.validate(), dataset[2]).VD.velocity_unit
+
+    assert unit(clip_frames=3, min_stride=2, max_stride=3) == 0.0
+    assert unit(clip_frames=3, min_stride=2, max_stride=3, d_velocity=True) == pytest.approx(
+        3 / 15)
+    assert unit(clip_frames=4, min_stride=2, max_stride=3, d_velocity=True) == pytest.approx(
+        2 / 15)                                                 # 4 x 3 > 8 frames: capped
 
 
 @pytest.mark.parametrize("res", [8, 16, 24, 48])

@@ -14,6 +14,9 @@ judge whether the video fits its caption, not only whether it looks real.
   frames and their differences stacked on channels, plus constant channels holding each
   frame's time after the first (early fusion, as DIGAN's and StyleGAN-V's video
   discriminators read time gaps), so it judges motion: its direction, speed and smoothness.
+  With ``velocity_unit`` u > 0, each difference is divided by its time gap in units of u
+  seconds (a rate of change, the same for one motion at every stride: a stand-in for the
+  motion's speed that needs no product of the gap channels and the differences to learn).
 
 Widths follow the resolution (``base`` channels at full resolution, doubling at each x2
 downsampling up to ``max_width``, down to 4x4 or a little more); nothing here knows what the
@@ -181,16 +184,22 @@ class FrameDiscriminator(ProjectionDiscriminator):
 
 class VideoDiscriminator(ProjectionDiscriminator):
     """clips [B, T, 3, R, R] in [-1, 1] with times [B, T] (seconds), tokens [B, L] -> logits
-    [B]. Input channels: the T frames, the T - 1 differences of neighbours, and T - 1 constant
-    channels with each frame's time after the first."""
+    [B]. Input channels: the T frames, the T - 1 differences of neighbours (with
+    ``velocity_unit`` u > 0, each times u / its time gap), and T - 1 constant channels with
+    each frame's time after the first."""
 
     def __init__(self, frames: int, resolution: int, vocab_size: int, base: int = 32,
-                 max_width: int = 256, dim: int = 128, embedding_dim: int = 0):
+                 max_width: int = 256, dim: int = 128, embedding_dim: int = 0,
+                 velocity_unit: float = 0.0):
         if frames < 2:
             raise ValueError(f"a video discriminator reads 2 or more frames, got {frames}")
+        if not velocity_unit >= 0:
+            raise ValueError(f"velocity_unit must be 0 (off) or a positive number of seconds, "
+                             f"got {velocity_unit}")
         super().__init__(3 * frames + 3 * (frames - 1) + frames - 1, resolution, vocab_size,
                          base, max_width, dim, embedding_dim)
         self.frames = frames
+        self.velocity_unit = float(velocity_unit)
 
     def forward(self, clips: torch.Tensor, times: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return self.score(self.prepare(clips, times), tokens)
@@ -202,6 +211,11 @@ class VideoDiscriminator(ProjectionDiscriminator):
             raise ValueError(f"clips must be [B, {self.frames}, 3, {self.resolution}, "
                              f"{self.resolution}], got {list(clips.shape)}")
         diffs = clips[:, 1:] - clips[:, :-1]                                    # [B, T-1, 3, H, W]
+        if self.velocity_unit > 0:
+            step = (times[:, 1:] - times[:, :-1]).to(clips.dtype)              # [B, T-1]
+            if not bool((step > 0).all()):
+                raise ValueError("velocity: frame times must increase")
+            diffs = diffs * (self.velocity_unit / step)[:, :, None, None, None]
         gaps = (times[:, 1:] - times[:, :1]).to(clips.dtype)                    # [B, T-1]
         gaps = gaps[:, :, None, None].expand(b, t - 1, h, w)
         return torch.cat([clips.reshape(b, t * c, h, w), diffs.reshape(b, (t - 1) * c, h, w),

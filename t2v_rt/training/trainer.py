@@ -13,10 +13,12 @@ Per step (``batch_size`` clips):
    is the data's rate) and ``synthesize``. Loss: non-saturating, against a text-aware frame
    discriminator (with ``d_stem`` > 0, full-resolution stride-1 convs before its trunk; with
    ``d_patch`` > 0, also its verdicts per region, weighted by it) and a text-aware video
-   discriminator (:mod:`.discriminators`); with ``image_contrastive`` > 0, also the real-fake
-   image contrastive loss in the frame discriminator's features (each generated clip nearer
-   the real clip of its caption than the other real clips of the batch and of the minimal
-   pairs: :func:`.losses.image_contrastive_loss`);
+   discriminator (:mod:`.discriminators`; with ``d_velocity``, it reads each neighbour
+   difference divided by its time gap, a rate that is the same at every stride); with
+   ``image_contrastive`` > 0, also the real-fake image contrastive loss in the frame
+   discriminator's features (each generated clip nearer the real clip of its caption than the
+   other real clips of the batch and of the minimal pairs:
+   :func:`.losses.image_contrastive_loss`);
 3. discriminators: real vs generated vs real-with-another-clip's-caption (matching-aware),
    each region too with ``d_patch`` > 0 (weighted by it), R1 on the reals every ``r1_every``
    steps (lazy, scaled up by it; the video discriminator's times ``r1_video_scale``); with
@@ -277,6 +279,10 @@ class AdversarialConfig(Settings):
     d_patch_side: int = bounded(16, 1, 512, "the side of the trunk's map the per-region "
                                 "verdicts are taken at (16: at 64 x 64 with d_stem=2, regions "
                                 "of 14 pixels)")
+    d_velocity: bool = flag(False, "video discriminator: each neighbour difference divided "
+                            "by its time gap in units of the largest stride's gap (a rate of "
+                            "change, the same for one motion at every stride; off: the "
+                            "differences as they are, beside the time channels)")
     ema_halflife_steps: float = bounded(100.0, 1e-3, 1e9)
     ema_rampup: float = bounded(0.05, 0.0, 1.0, "early half-life: at most this x the steps "
                                                 "so far (0: none)")
@@ -660,8 +666,9 @@ class AdversarialTrainer:
         FD = FrameDiscriminator(res, vocab_size, cfg.d_width, cfg.d_max_width, cfg.d_dim,
                                 width, cfg.d_stem,
                                 cfg.d_patch_side if cfg.d_patch > 0 else 0).to(device)
+        unit = stride_bounds(cfg, t_data)[1] / float(ts.fps) if cfg.d_velocity else 0.0
         VD = VideoDiscriminator(cfg.clip_frames, res, vocab_size, cfg.d_width, cfg.d_max_width,
-                                cfg.d_dim, width).to(device)
+                                cfg.d_dim, width, unit).to(device)
         opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(0.0, 0.99), eps=1e-8)
         opt_d = torch.optim.Adam(list(FD.parameters()) + list(VD.parameters()), lr=cfg.lr_d,
                                  betas=(0.0, 0.99), eps=1e-8)

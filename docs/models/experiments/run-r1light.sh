@@ -64,6 +64,9 @@
 # RTERM=pair ranks it less its value under the minimal-pair caption (the recipe's
 # minimal_pairs) under which the real clip's own speed wins by most; not run yet:
 #     NAME=r1mid-st23-rankp-s0 R1=0.005 VSCALE=2 SEED=0 MINS=2 RANK=1 RTERM=pair bash docs/models/experiments/run-r1light.sh
+# VEL=true sets d_velocity: the video discriminator reads each frame difference divided by its
+# time gap, so one motion reads the same at strides 2 and 3; not run yet:
+#     NAME=r1mid-st23-vel-s0 R1=0.005 VSCALE=2 SEED=0 MINS=2 VEL=true bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
 DATA=${DATA:-shapes5k-long}
@@ -78,6 +81,7 @@ TPER=${TPER:-8}
 MINS=${MINS:-3}
 RANK=${RANK:-0}
 RTERM=${RTERM:-logit}
+VEL=${VEL:-false}
 RUNS=${RUNS:-runs-$NAME}
 PHASE=${PHASE:-both}
 if [ "$PHASE" = 1 ] || [ "$PHASE" = both ]; then
@@ -86,7 +90,7 @@ if [ "$PHASE" = 1 ] || [ "$PHASE" = both ]; then
              --set frame_weight="$FW" --set seed="$SEED"
              --set min_period="$MINP" --set max_period="$MAXP" --set time_periods="$TPER"
              --set min_stride="$MINS" --set speed_ranking="$RANK"
-             --set speed_ranking_term="$RTERM")
+             --set speed_ranking_term="$RTERM" --set d_velocity="$VEL")
     t2v-rt train "${COMMON[@]}" --minutes 45 --set name="$NAME"
     python docs/models/experiments/shape_by_size_probe.py "$(last "$(ls -d "$RUNS"/*-"$NAME")")"
 fi
