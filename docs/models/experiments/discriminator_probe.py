@@ -12,7 +12,7 @@ that learns from it.
 
     python docs/models/experiments/discriminator_probe.py DATA [--steps 3000]
         [--augment full|translate|none] [--clip-frames 6] [--min-stride 1] [--max-stride 6]
-        [--fixed-stride S] [--d-width 16]
+        [--fixed-stride S] [--d-width 16] [--velocity]
 
 DATA: ``t2v-rt dataset render-shapes DATA --clips 5000 --seconds 2.4`` (36 frames at 15 fps).
 One thread; about 4 minutes for 3,000 steps on the 2-core CPU.
@@ -63,10 +63,13 @@ def main() -> None:
                     help="every clip's frames this many data frames apart (0: the trainer's "
                          "random stride, --min-stride to --max-stride)")
     ap.add_argument("--d-width", type=int, default=16)
+    ap.add_argument("--velocity", action="store_true",
+                    help="the trainer's d_velocity: the video discriminator divides each frame "
+                         "difference by its time gap")
     args = ap.parse_args()
     cfg = build_config(None, dict(data=args.data, frames=36, clip_frames=args.clip_frames,
                                   min_stride=args.min_stride, max_stride=args.max_stride,
-                                  d_width=args.d_width,
+                                  d_width=args.d_width, d_velocity=args.velocity,
                                   threads=1, batch_size=16, lr_d=1e-3))
     tr = AdversarialTrainer.create(cfg)
     rnd = random.Random(0)
