@@ -59,7 +59,8 @@ Per step (``batch_size`` clips):
    under which the real clip at its stride beats itself at twice or half of it by most
    (:func:`speed_partner`), so the word the two captions differ in is the one the data's
    speeds tell apart (found from the data, not from a grammar), and clips for which no
-   candidate ranks the real speed first are not ranked;
+   candidate ranks the real speed first are not ranked (slow prompts stayed fast with it
+   as well: at the end it was even between the generator's one speed and the slower copy);
 4. EMA of the generator (the one exported and sampled).
 
 Both see the clips through DiffAugment when ``augment`` (translation and cutout only, which

@@ -62,7 +62,8 @@
 # the section after r1mid-st23-rankc-s0; not shipped: speed 47.5 % too):
 #     NAME=r1mid-st23-rankz-s0 R1=0.005 VSCALE=2 SEED=0 MINS=2 RANK=1 RTERM=centred bash docs/models/experiments/run-r1light.sh
 # RTERM=pair ranks it less its value under the minimal-pair caption (the recipe's
-# minimal_pairs) under which the real clip's own speed wins by most; not run yet:
+# minimal_pairs) under which the real clip's own speed wins by most ("r1mid-st23-rankp-s0", the
+# section after r1mid-st23-rankz-s0; not shipped: speed 47.5 % too):
 #     NAME=r1mid-st23-rankp-s0 R1=0.005 VSCALE=2 SEED=0 MINS=2 RANK=1 RTERM=pair bash docs/models/experiments/run-r1light.sh
 # VEL=true sets d_velocity: the video discriminator reads each frame difference divided by its
 # time gap, so one motion reads the same at strides 2 and 3; not run yet:
