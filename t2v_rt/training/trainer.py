@@ -163,7 +163,8 @@ def aliasing_warning(min_stride: int, max_stride: int, fps: float,
     it. Strides drawn from a range (min_stride < max_stride: consecutive strides have no
     common factor) leave no such rate, but cost speed in its place: both 2-hour runs at
     strides 2 and 3 (r1mid-st23-s0 and -s1, the shipped recipe's seed and another) drew no
-    alias and drew slow prompts fast too, as strides 1 to 6 did before the fixed stride.
+    alias and drew slow prompts fast too, as strides 1 to 6 did before the fixed stride, and so
+    did five more at strides 2 and 3 with speed rankings or ``d_velocity``.
     ``min_stride`` and ``max_stride`` are the strides the trainer really draws (capped by the
     data)."""
     if clip_frames < 2 or min_stride != max_stride or min_stride < 2 or fps <= 0:

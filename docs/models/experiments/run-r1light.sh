@@ -66,7 +66,8 @@
 # section after r1mid-st23-rankz-s0; not shipped: speed 47.5 % too):
 #     NAME=r1mid-st23-rankp-s0 R1=0.005 VSCALE=2 SEED=0 MINS=2 RANK=1 RTERM=pair bash docs/models/experiments/run-r1light.sh
 # VEL=true sets d_velocity: the video discriminator reads each frame difference divided by its
-# time gap, so one motion reads the same at strides 2 and 3; not run yet:
+# time gap, so one motion reads the same at strides 2 and 3 ("r1mid-st23-vel-s0", the section after
+# r1mid-st23-rankp-s0; not shipped: speed 47.5 % too):
 #     NAME=r1mid-st23-vel-s0 R1=0.005 VSCALE=2 SEED=0 MINS=2 VEL=true bash docs/models/experiments/run-r1light.sh
 set -euo pipefail
 . "$(dirname "$0")/probe-and-score.sh"
